@@ -1,0 +1,1 @@
+"""overlay-harness: overlayfs and VFS regression cases on real kernels under QEMU."""

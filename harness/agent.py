@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""Guest agent: runs system calls for the host and hands back results or errnos.
+
+Standard library only; started once per VM (``python3 -I -S agent.py``).
+
+Protocol: one JSON object per line in each direction.
+  request   {"id": 7, "op": "fsync", "args": [5]}
+  success   {"id": 7, "ok": 0}
+  errno     {"id": 7, "errno": 5, "name": "EIO", "strerror": "Input/output error"}
+  bad input {"id": 7, "error": "TypeError: ..."}   (the agent keeps serving)
+Bytes travel as {"$b": "<base64>"} in both directions.
+
+File descriptors opened through the agent stay open across calls and
+connections; fd arguments must name one of them, so a request can never close
+the agent's own channel.
+"""
+
+import base64
+import ctypes
+import errno
+import json
+import os
+import socket
+import sys
+import time
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+LIBC.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+LIBC.syncfs.argtypes = [ctypes.c_int]
+LIBC.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+LIBC.mmap.restype = ctypes.c_void_p
+LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+
+FS_IOC_FIEMAP = 0xC020660B
+FIEMAP_FLAG_SYNC = 0x1
+FIEMAP_EXTENT_LAST = 0x1
+PAGE = os.sysconf("SC_PAGE_SIZE")
+READY_MARK = "OVH-AGENT-READY"
+
+
+class ProtocolError(Exception):
+    """The request itself is wrong (not a kernel error)."""
+
+
+def _check(ret):
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return ret
+
+
+def _b(s):
+    return None if s is None else os.fsencode(s)
+
+
+def encode(value):
+    if isinstance(value, (bytes, bytearray)):
+        return {"$b": base64.b64encode(value).decode()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    return value
+
+
+def decode(value):
+    if isinstance(value, dict):
+        if set(value) == {"$b"}:
+            return base64.b64decode(value["$b"])
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def stat_dict(st):
+    return {k: getattr(st, k) for k in (
+        "st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
+        "st_blocks", "st_blksize", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")}
+
+
+class Agent:
+    def __init__(self):
+        self.fds = {}  # fd -> path it was opened with
+
+    def fd(self, fd):
+        if not isinstance(fd, int) or isinstance(fd, bool) or fd not in self.fds:
+            raise ProtocolError(f"fd {fd!r} was not opened through the agent "
+                                f"(open: {sorted(self.fds)})")
+        return fd
+
+    # -- calls ------------------------------------------------------------
+    def op_ping(self):
+        return {"pid": os.getpid(), "release": os.uname().release}
+
+    def op_uname(self):
+        return list(os.uname())
+
+    def op_open(self, path, flags, mode=0o644, dir_fd=None):
+        if dir_fd is not None:
+            self.fd(dir_fd)
+        fd = os.open(path, flags, mode, dir_fd=dir_fd)
+        self.fds[fd] = path
+        return fd
+
+    def op_close(self, fd):
+        os.close(self.fd(fd))
+        del self.fds[fd]
+        return 0
+
+    def op_close_all(self):
+        closed = sorted(self.fds)
+        for fd in closed:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds.clear()
+        return closed
+
+    def op_fds(self):
+        return {str(fd): path for fd, path in self.fds.items()}
+
+    def op_read(self, fd, count):
+        return os.read(self.fd(fd), count)
+
+    def op_pread(self, fd, count, offset):
+        return os.pread(self.fd(fd), count, offset)
+
+    def op_write(self, fd, data):
+        return os.write(self.fd(fd), data)
+
+    def op_pwrite(self, fd, data, offset):
+        return os.pwrite(self.fd(fd), data, offset)
+
+    def op_lseek(self, fd, offset, whence=os.SEEK_SET):
+        return os.lseek(self.fd(fd), offset, whence)
+
+    def op_fsync(self, fd):
+        os.fsync(self.fd(fd))
+        return 0
+
+    def op_fdatasync(self, fd):
+        os.fdatasync(self.fd(fd))
+        return 0
+
+    def op_syncfs(self, fd):
+        return _check(LIBC.syncfs(self.fd(fd)))
+
+    def op_sync(self):
+        os.sync()
+        return 0
+
+    def op_ftruncate(self, fd, length):
+        os.ftruncate(self.fd(fd), length)
+        return 0
+
+    def op_truncate(self, path, length):
+        os.truncate(path, length)
+        return 0
+
+    def op_fallocate(self, fd, mode, offset, length):
+        return _check(LIBC.fallocate(self.fd(fd), mode, offset, length))
+
+    def op_stat(self, path):
+        return stat_dict(os.stat(path))
+
+    def op_lstat(self, path):
+        return stat_dict(os.lstat(path))
+
+    def op_fstat(self, fd):
+        return stat_dict(os.fstat(self.fd(fd)))
+
+    def op_getxattr(self, path, name, follow=True):
+        return os.getxattr(path, name, follow_symlinks=follow)
+
+    def op_setxattr(self, path, name, value, flags=0, follow=True):
+        os.setxattr(path, name, value, flags, follow_symlinks=follow)
+        return 0
+
+    def op_listxattr(self, path, follow=True):
+        return sorted(os.listxattr(path, follow_symlinks=follow))
+
+    def op_removexattr(self, path, name, follow=True):
+        os.removexattr(path, name, follow_symlinks=follow)
+        return 0
+
+    def op_mount(self, source, target, fstype, flags=0, data=None):
+        return _check(LIBC.mount(_b(source), _b(target), _b(fstype), flags, _b(data)))
+
+    def op_umount2(self, target, flags=0):
+        return _check(LIBC.umount2(_b(target), flags))
+
+    def op_rename(self, src, dst):
+        os.rename(src, dst)
+        return 0
+
+    def op_unlink(self, path):
+        os.unlink(path)
+        return 0
+
+    def op_mkdir(self, path, mode=0o755):
+        os.mkdir(path, mode)
+        return 0
+
+    def op_rmdir(self, path):
+        os.rmdir(path)
+        return 0
+
+    def op_link(self, src, dst):
+        os.link(src, dst)
+        return 0
+
+    def op_symlink(self, target, path):
+        os.symlink(target, path)
+        return 0
+
+    def op_readlink(self, path):
+        return os.readlink(path)
+
+    def op_chown(self, path, uid, gid, follow=True):
+        os.chown(path, uid, gid, follow_symlinks=follow)
+        return 0
+
+    def op_chmod(self, path, mode):
+        os.chmod(path, mode)
+        return 0
+
+    def op_utime(self, path, ns=None):
+        os.utime(path, ns=tuple(ns) if ns is not None else None)
+        return 0
+
+    def op_listdir(self, path_or_fd):
+        if isinstance(path_or_fd, int):
+            # os.listdir(fd) leaves the fd's offset at the end: rewind first.
+            os.lseek(self.fd(path_or_fd), 0, os.SEEK_SET)
+        return sorted(os.listdir(path_or_fd))
+
+    def op_chdir(self, path):
+        os.chdir(path)
+        return 0
+
+    def op_fchdir(self, fd):
+        os.fchdir(self.fd(fd))
+        return 0
+
+    def op_getcwd(self):
+        return os.getcwd()
+
+    def op_mincore(self, path):
+        """Pages of the file's page cache that are resident, and its size in pages."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            pages = (size + PAGE - 1) // PAGE
+            if pages == 0:
+                return {"resident": 0, "pages": 0}
+            addr = LIBC.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+            if addr in (None, ctypes.c_void_p(-1).value):
+                _check(-1)
+            try:
+                vec = ctypes.create_string_buffer(pages)
+                _check(LIBC.mincore(addr, size, vec))
+                return {"resident": sum(b & 1 for b in vec.raw), "pages": pages}
+            finally:
+                LIBC.munmap(addr, size)
+        finally:
+            os.close(fd)
+
+    def op_fiemap(self, path, sync=True):
+        """Extents of the file: [[logical, physical, length, flags], ...] in bytes."""
+        import fcntl
+        import struct
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            extents, start = [], 0
+            while True:
+                count = 64
+                req = struct.pack("=QQIIII", start, 2**64 - 1 - start,
+                                  FIEMAP_FLAG_SYNC if sync else 0, 0, count, 0)
+                buf = bytearray(req + bytes(56 * count))
+                fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
+                mapped = struct.unpack_from("=I", buf, 20)[0]
+                last = False
+                for i in range(mapped):
+                    lo, ph, ln, _r1, _r2, fl = struct.unpack_from("=QQQQQI", buf, 32 + 56 * i)
+                    extents.append([lo, ph, ln, fl])
+                    start = lo + ln
+                    last = bool(fl & FIEMAP_EXTENT_LAST)
+                if mapped == 0 or last:
+                    return extents
+        finally:
+            os.close(fd)
+
+    def op_run(self, argv, timeout=60, input=None, env=None):
+        import subprocess
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise ProtocolError("run: argv must be a list of strings")
+        full_env = dict(os.environ, **(env or {}))
+        try:
+            p = subprocess.run(argv, input=input, capture_output=True, timeout=timeout,
+                               env=full_env, stdin=None if input is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            return {"rc": None, "timed_out": True,
+                    "stdout": (e.stdout or b"").decode(errors="replace"),
+                    "stderr": (e.stderr or b"").decode(errors="replace")}
+        return {"rc": p.returncode, "stdout": p.stdout.decode(errors="replace"),
+                "stderr": p.stderr.decode(errors="replace")}
+
+    def op_read_file(self, path, limit=-1):
+        with open(path, "rb") as f:
+            return f.read(limit)
+
+    def op_write_file(self, path, data):
+        with open(path, "wb", buffering=0) as f:
+            return f.write(data)
+
+    def op_kmsg(self, after_seq=-1):
+        """Kernel log records with sequence number > after_seq: [[seq, level, usec, text]]."""
+        return [r for r in self._kmsg_records() if r[0] > after_seq]
+
+    def op_kmsg_seq(self):
+        """Sequence number of the newest kernel log record (-1 if none)."""
+        records = self._kmsg_records()
+        return records[-1][0] if records else -1
+
+    @staticmethod
+    def _kmsg_records():
+        out = []
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                try:
+                    rec = os.read(fd, 8192)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno == errno.EPIPE:  # overwritten while reading: go on
+                        continue
+                    raise
+                head, _, body = rec.decode(errors="replace").partition(";")
+                prio, seq, usec = head.split(",")[:3]
+                out.append([int(seq), int(prio) & 7, int(usec), body.split("\n", 1)[0]])
+        finally:
+            os.close(fd)
+        return out
+
+    # -- dispatch ------------------------------------------------------------
+    def handle(self, line):
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ProtocolError("a request must be a JSON object")
+        except (ValueError, ProtocolError) as e:
+            return {"id": None, "error": f"malformed request: {e}"}
+        rid = req.get("id")
+        op = req.get("op")
+        func = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        if func is None:
+            return {"id": rid, "error": f"unknown op {op!r}"}
+        args, kwargs = req.get("args", []), req.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            return {"id": rid, "error": "args must be a list and kwargs an object"}
+        try:
+            result = func(*decode(args), **decode(kwargs))
+        except OSError as e:
+            if e.errno is None:
+                return {"id": rid, "error": f"OSError without errno: {e}"}
+            return {"id": rid, "errno": e.errno, "name": errno.errorcode.get(e.errno, "?"),
+                    "strerror": os.strerror(e.errno)}
+        except Exception as e:  # a bad request must never take the agent down
+            return {"id": rid, "error": f"{type(e).__name__}: {e}"}
+        return {"id": rid, "ok": encode(result)}
+
+    def serve(self, rfile, wfile):
+        for line in rfile:
+            if not line.strip():
+                continue
+            wfile.write(json.dumps(self.handle(line)).encode() + b"\n")
+            wfile.flush()
+
+
+def ensure_network(timeout=20.0):
+    """Make sure the virtio NIC carries slirp's guest address.
+
+    virtme-ng starts DHCP on the NIC while udev may still be renaming it
+    (eth0 -> enp0sN); when that race is lost the NIC stays down and SSH never
+    answers. Configure it statically in that case (slirp's defaults).
+    """
+    import subprocess
+    deadline = time.monotonic() + timeout
+    nic = None
+    while nic is None and time.monotonic() < deadline:
+        for name in sorted(os.listdir("/sys/class/net")):
+            drv = f"/sys/class/net/{name}/device/driver"
+            if os.path.exists(drv) and os.path.basename(os.readlink(drv)) == "virtio_net":
+                nic = name
+                break
+        else:
+            time.sleep(0.1)
+    if nic is None:
+        print("agent: no virtio NIC found", file=sys.stderr, flush=True)
+        return
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", nic],
+                         capture_output=True, text=True).stdout
+    if "inet " in out:
+        return
+    for argv in (["ip", "link", "set", "dev", nic, "up"],
+                 ["ip", "addr", "replace", "10.0.2.15/24", "dev", nic],
+                 ["ip", "route", "replace", "default", "via", "10.0.2.2"]):
+        subprocess.run(argv, check=False)
+    print(f"agent: {nic} had no address (virtme-ng DHCP lost a race with udev); "
+          "set 10.0.2.15/24", file=sys.stderr, flush=True)
+
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--listen", metavar="HOST:PORT",
+                    help="serve connections on a TCP address (default: stdin/stdout)")
+    ap.add_argument("--ensure-network", action="store_true",
+                    help="configure the VM's NIC if DHCP did not (guest only)")
+    opts = ap.parse_args(argv)
+    agent = Agent()
+    if not opts.listen:
+        agent.serve(sys.stdin.buffer, sys.stdout.buffer)
+        return 0
+    if opts.ensure_network:
+        ensure_network()
+    host, _, port = opts.listen.rpartition(":")
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, int(port)))
+    srv.listen(1)
+    print(f"{READY_MARK} {port} {os.uname().release}", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        with conn, conn.makefile("rb") as r, conn.makefile("wb") as w:
+            try:
+                agent.serve(r, w)
+            except (ConnectionError, OSError) as e:
+                print(f"agent: connection lost: {e}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

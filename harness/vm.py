@@ -1,0 +1,227 @@
+"""One guest: `vng` under a reaper, SSH to it, and the agent over one SSH channel.
+
+Lifecycle: spawn vng (its console into a log file) with the agent as the
+guest's `--exec` command; wait for the agent's ready line on the console;
+connect with paramiko using a key made for this VM; open a direct-tcpip
+channel to the agent's port on the guest's loopback; ping. Every wait has a
+deadline; a boot that dies or times out raises BootError quoting the console.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paramiko
+
+from . import agent as agent_mod
+from .guest import Agent, GuestLost, HarnessError, LineChannel
+
+AGENT_GUEST_PORT = 7519
+log = logging.getLogger(__name__)
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+class BootError(HarnessError):
+    """The VM did not become ready."""
+
+
+def guest_python():
+    for candidate in ("/usr/bin/python3", shutil.which("python3")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BootError("no python3 for the guest (the guest shares the host's root: install python3)")
+
+
+def vng_command():
+    """vng next to this interpreter (a venv), else on PATH."""
+    here = Path(sys.executable).with_name("vng")
+    found = str(here) if here.exists() else shutil.which("vng")
+    if not found:
+        raise BootError("vng (virtme-ng) not found: run ./setup.sh")
+    return found
+
+
+def spawn_vng(argv, log_path, home, stdin=subprocess.PIPE):
+    """Start argv under harness.reaper, output to log_path; (Popen, pgid file)."""
+    pgid_file = Path(log_path).with_suffix(".pgid")
+    env = dict(os.environ, HOME=str(home))  # vng keeps its SSH keys under $HOME: fresh per VM
+    # vng runs virtme-run and friends from PATH: put its own directory (a venv's bin) first.
+    env["PATH"] = os.pathsep.join([str(Path(argv[0]).parent), env.get("PATH", "/usr/bin:/bin")])
+    with open(log_path, "ab") as own_output:  # the reaper's own complaints, if any
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.reaper", "--parent", str(os.getpid()),
+             "--pgid-file", str(pgid_file), "--log", str(log_path), "--", *argv],
+            stdin=stdin, stdout=own_output, stderr=subprocess.STDOUT, env=env,
+            cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True)
+    return proc, pgid_file
+
+
+def stop_supervised(proc, pgid_file, timeout=10.0):
+    """Stop the reaper and everything under it; never leaves QEMU behind."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    try:
+        pgid = int(Path(pgid_file).read_text())
+    except (OSError, ValueError):
+        pgid = None
+    if pgid:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if proc.stdin:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VM:
+    def __init__(self, kernel, accel, workdir, memory="2G", cpus=2, boot_timeout=180.0,
+                 call_timeout=120.0, name="vm"):
+        self.kernel = kernel
+        self.accel = accel
+        self.workdir = Path(workdir)
+        self.memory = memory
+        self.cpus = cpus
+        self.boot_timeout = boot_timeout
+        self.call_timeout = call_timeout
+        self.name = name
+        self.console_log = self.workdir / "console.log"
+        self.proc = None
+        self.pgid_file = None
+        self.ssh = None
+        self.agent = None
+        self.port = None
+        self.timings = {}
+        self.boots = 0
+
+    # -- start ---------------------------------------------------------------
+    def command(self, port):
+        agent = (f"exec {guest_python()} -I -S {Path(agent_mod.__file__).resolve()} "
+                 f"--listen 127.0.0.1:{AGENT_GUEST_PORT} --ensure-network")
+        return [vng_command(), "--verbose", "--run", self.kernel.run_arg, *self.accel.vng_args(),
+                "--force-9p", "--memory", str(self.memory), "--cpus", str(self.cpus),
+                "--name", self.name, "--ssh", str(port), "--ssh-tcp", "--exec", agent]
+
+    def start(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        home = self.workdir / "home"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir()
+        for attempt in range(3):
+            self.port = free_port()
+            try:
+                return self._boot(home)
+            except BootError as e:
+                self.stop()
+                if "Could not set up host forwarding" in str(e) and attempt < 2:
+                    continue  # the port was taken between our check and QEMU's bind
+                raise
+
+    def _boot(self, home):
+        self.boots += 1
+        with open(self.console_log, "a") as f:
+            f.write(f"\n===== overlay-harness: boot {self.boots} of {self.name}: "
+                    f"{self.kernel.release} ({self.accel.name}) =====\n")
+        offset = self.console_log.stat().st_size
+        t0 = time.monotonic()
+        self.proc, self.pgid_file = spawn_vng(self.command(self.port), self.console_log, home)
+        deadline = t0 + self.boot_timeout
+        self._wait_console(agent_mod.READY_MARK, offset, deadline)
+        self.timings["agent_listening"] = time.monotonic() - t0
+        self.ssh = self._connect_ssh(home / ".cache/virtme-ng/.ssh/id_virtme", deadline)
+        self.timings["ssh"] = time.monotonic() - t0
+        chan = self.ssh.get_transport().open_channel(
+            "direct-tcpip", ("127.0.0.1", AGENT_GUEST_PORT), ("127.0.0.1", 0), timeout=30)
+        self.agent = Agent(LineChannel.from_paramiko(chan), call_timeout=self.call_timeout)
+        info = self.agent.request("ping", timeout=max(5.0, deadline - time.monotonic()))
+        self.timings["ready"] = time.monotonic() - t0
+        self.guest_release = info["release"]
+        return self
+
+    def _wait_console(self, mark, offset, deadline):
+        while True:
+            text = self._console_since(offset)
+            if mark in text:
+                return
+            if self.proc.poll() is not None:
+                raise BootError(f"{self.name}: vng exited with {self.proc.returncode} before the "
+                                f"guest agent started\n{self.console_tail(offset=offset)}")
+            if time.monotonic() > deadline:
+                raise BootError(f"{self.name}: no guest agent after {self.boot_timeout:.0f} s "
+                                f"({self.accel.name})\n{self.console_tail(offset=offset)}")
+            time.sleep(0.05)
+
+    def _connect_ssh(self, key_file, deadline):
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            try:
+                client.connect("127.0.0.1", port=self.port, username="root",
+                               key_filename=str(key_file), look_for_keys=False,
+                               allow_agent=False, timeout=10, banner_timeout=10,
+                               auth_timeout=10)
+                return client
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                last = e
+                client.close()
+                time.sleep(0.5)
+        raise BootError(f"{self.name}: SSH to 127.0.0.1:{self.port} failed: {last}\n"
+                        f"{self.console_tail()}")
+
+    # -- state ---------------------------------------------------------------
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _console_since(self, offset=0):
+        try:
+            with open(self.console_log, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def console_tail(self, lines=40, offset=0):
+        text = self._console_since(offset).rstrip().splitlines()
+        return "\n".join(text[-lines:])
+
+    # -- stop ----------------------------------------------------------------
+    def stop(self):
+        if self.agent:
+            self.agent.close()
+            self.agent = None
+        if self.ssh:
+            self.ssh.close()
+            self.ssh = None
+        if self.proc is not None:
+            stop_supervised(self.proc, self.pgid_file)
+            self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def check_alive(self):
+        if not self.alive():
+            raise GuestLost(f"{self.name}: the VM is gone\n{self.console_tail()}")
