@@ -207,6 +207,10 @@ class Agent:
         os.mkdir(path, mode)
         return 0
 
+    def op_makedirs(self, path, mode=0o755):
+        os.makedirs(path, mode, exist_ok=True)
+        return 0
+
     def op_rmdir(self, path):
         os.rmdir(path)
         return 0

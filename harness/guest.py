@@ -28,7 +28,7 @@ OPS = (
     "ping", "uname", "open", "close", "close_all", "fds", "read", "pread", "write",
     "pwrite", "lseek", "fsync", "fdatasync", "syncfs", "sync", "ftruncate", "truncate",
     "fallocate", "stat", "lstat", "fstat", "getxattr", "setxattr", "listxattr",
-    "removexattr", "mount", "umount2", "rename", "unlink", "mkdir", "rmdir", "link",
+    "removexattr", "mount", "umount2", "rename", "unlink", "mkdir", "makedirs", "rmdir", "link",
     "symlink", "readlink", "chown", "chmod", "utime", "listdir", "chdir", "fchdir",
     "getcwd", "mincore", "fiemap", "read_file", "write_file", "kmsg", "kmsg_seq",
 )
@@ -78,11 +78,15 @@ class GuestTimeout(HarnessError):
     """A call got no answer in time: the guest or the call hangs."""
 
 
-class CallFailed(AssertionError):
+class StepFailed(Exception):
+    """A step the case relies on (not the behaviour it checks) did not work."""
+
+
+class CallFailed(StepFailed):
     """A call made through `guest.must` returned an errno."""
 
 
-class CommandFailed(AssertionError):
+class CommandFailed(StepFailed):
     """A command run in the guest with check=True exited non-zero."""
 
 
@@ -288,6 +292,11 @@ class Guest:
             what = "timed out" if res.timed_out else f"exited {res.rc}"
             raise CommandFailed(f"{shlex.join(argv)} {what}\n{res.stderr.strip()}")
         return res
+
+    def mounts(self):
+        """Mount points in the guest, in mount order (from /proc/self/mountinfo)."""
+        text = self.must.read_file("/proc/self/mountinfo").decode()
+        return [line.split()[4].replace("\\040", " ") for line in text.splitlines()]
 
     def reproducer(self, header=""):
         """The call log as a Python script that replays it inside a guest."""

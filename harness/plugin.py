@@ -11,7 +11,9 @@ import pytest
 
 from . import accel as accel_mod
 from . import kernel as kernel_mod
+from .devices import FILESYSTEMS, Filesystem, ScratchDevice
 from .guest import Guest, HarnessError
+from .overlay import Overlay, make_tree
 from .vm import VM
 
 GUEST_KEY = pytest.StashKey()
@@ -32,6 +34,12 @@ def pytest_addoption(parser):
                 help="seconds for a VM to become ready (default 180)")
     g.addoption("--call-timeout", type=float, default=120.0,
                 help="seconds one guest call may take before the guest counts as hung")
+    g.addoption("--upper-fs", default=None, metavar="KINDS",
+                help=f"comma list of upper filesystems to run ({', '.join(FILESYSTEMS)}); "
+                     "default: every one a case supports")
+    g.addoption("--without-faults", action="store_true",
+                help="load no faulty dm table (error windows do nothing): checks that the cases "
+                     "which expect an errno fail without their fault")
     g.addoption("--results-dir", default=None,
                 help="where run directories go (default: <rootdir>/results)")
 
@@ -98,6 +106,10 @@ def pytest_configure(config):
         ("syncfs", "syncfs error reporting"), ("shared_upper", "several overlays on one upper fs"),
         ("metacopy", "metadata-only copy-up"), ("lower_changes", "lower layers changed while mounted"),
         ("nfs", "NFS lower layers"), ("vm", "boots a VM"),
+        ("upper_fs(*kinds)", "upper filesystems the case supports (default: ext4)"),
+        ("known_issue(reason, since=None, fixed=None, commit=None, upper_fs=None)",
+         "the kernel disagrees with the documented behaviour the case asserts: a strict xfail "
+         "on kernels in [since, fixed) (and only on the listed upper filesystems)"),
     ]:
         config.addinivalue_line("markers", f"{name}: {doc}")
 
@@ -134,12 +146,69 @@ def pytest_generate_tests(metafunc):
     if "kernel" in metafunc.fixturenames and len(kernels) > 1:
         metafunc.parametrize("kernel", kernels, ids=[k.release for k in kernels],
                              indirect=True, scope="session")
+    if "upper_fs" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("upper_fs")
+        kinds = list(marker.args) if marker else ["ext4"]
+        unknown = set(kinds) - set(FILESYSTEMS)
+        if unknown:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown upper_fs {unknown}")
+        wanted = metafunc.config.getoption("upper_fs")
+        if wanted:
+            kinds = [k for k in kinds if k in wanted.split(",")]
+        metafunc.parametrize("upper_fs", kinds)
 
 
 @pytest.fixture(scope="session")
 def kernel(request):
     """The kernel under test (one per --kernel)."""
     return getattr(request, "param", None) or _state(request.config).kernels[0]
+
+
+# Kernel features the cases need: module to load, and how to tell it is there.
+FEATURES = {
+    "overlay": ("overlay", "filesystem"),
+    "loop": ("loop", "/dev/loop-control"),
+    "dm": ("dm_mod", "/dev/mapper/control"),
+    "dm-flakey": ("dm_flakey", "target flakey"),
+    "ext4": ("ext4", "filesystem"),
+    "xfs": ("xfs", "filesystem"),
+    "btrfs": ("btrfs", "filesystem"),
+}
+
+
+# Writeback only when a case asks for it (sync, fsync, syncfs): no periodic flusher
+# writing dirty pages back before or after an error window.
+SYSCTLS = {"vm/dirty_writeback_centisecs": "0", "vm/dirty_expire_centisecs": "360000"}
+
+
+def prepare_guest(machine):
+    """Set the guest up for cases; load the modules they use and record which
+    features the guest kernel has."""
+    g = Guest(machine.agent)
+    for key, value in SYSCTLS.items():
+        g.must.write_file(f"/proc/sys/{key}", value.encode())
+    for module, _ in FEATURES.values():
+        g.run(["modprobe", module], check=False)
+    filesystems = g.must.read_file("/proc/filesystems").decode().split()
+    targets = g.run(["dmsetup", "targets"], check=False).stdout.split()
+    found = {}
+    for name, (module, how) in FEATURES.items():
+        if how == "filesystem":
+            found[name] = module in filesystems
+        elif how.startswith("target "):
+            found[name] = how.split()[1] in targets
+        else:
+            found[name] = isinstance(g.stat(how), dict)
+    machine.features = found
+    return found
+
+
+def require(guest, *features):
+    """Skip the case, naming what is missing, unless the guest kernel has `features`."""
+    have = guest.vm.features
+    missing = [f for f in features if not have.get(f)]
+    if missing:
+        pytest.skip(f"kernel {guest.vm.kernel.release} lacks {', '.join(missing)}")
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +218,7 @@ def vm(kernel, request):
     machine = state.vm_for(kernel)
     if not machine.alive():
         machine.start()
+        prepare_guest(machine)
     yield machine
     machine.stop()
 
@@ -175,12 +245,6 @@ class Scratch:
         return errors
 
 
-def guest_mounts(guest):
-    """Mount points in the guest, from /proc/self/mountinfo."""
-    text = guest.must.read_file("/proc/self/mountinfo").decode()
-    return [line.split()[4].replace("\\040", " ") for line in text.splitlines()]
-
-
 def guest_block_devices(guest):
     """Loop devices with a backing file and device-mapper devices, by name."""
     found = []
@@ -195,6 +259,35 @@ def guest_block_devices(guest):
     return found
 
 
+def kernel_version(release):
+    """(major, minor, patch) from a release string like 6.1.0-56-amd64."""
+    nums = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    return tuple(int(x or 0) for x in nums.groups()) if nums else (0, 0, 0)
+
+
+def apply_known_issues(request, release):
+    """Turn known_issue markers that apply to this kernel (and upper fs) into strict xfails."""
+    version = kernel_version(release)
+    params = getattr(request.node, "callspec", None)
+    fs = params.params.get("upper_fs") if params else None
+    for mark in request.node.iter_markers("known_issue"):
+        since, fixed = mark.kwargs.get("since"), mark.kwargs.get("fixed")
+        only_fs = mark.kwargs.get("upper_fs")
+        if since and version < kernel_version(since):
+            continue
+        if fixed and version >= kernel_version(fixed):
+            continue
+        if only_fs and fs not in only_fs:
+            continue
+        span = f"kernels {since or 'any'} to {'before ' + fixed if fixed else 'now'}"
+        commit = f"; commit {mark.kwargs['commit']}" if mark.kwargs.get("commit") else ""
+        # raises=AssertionError: only a wrong errno or value is the known issue; a
+        # harness error or a failed set-up step still fails the case.
+        request.node.add_marker(pytest.mark.xfail(
+            reason=f"known kernel issue ({span}{commit}): {mark.args[0]}", strict=True,
+            raises=AssertionError))
+
+
 def _case_dirname(nodeid):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("::")[-1])[:60]
 
@@ -203,11 +296,12 @@ def _case_dirname(nodeid):
 def guest(vm, request):
     """The agent of `vm`, for this case: call log, scratch tmpfs, cleanup, leak check."""
     vm.check_alive()
+    apply_known_issues(request, vm.guest_release)
     g = Guest(vm.agent, release=vm.guest_release, label=vm.kernel.release)
     g.vm = vm
     g.kmsg_start = g.must.kmsg_seq()
     request.node.stash[GUEST_KEY] = g
-    before_mounts = set(guest_mounts(g))
+    before_mounts = set(g.mounts())
     before_devs = set(guest_block_devices(g))
     path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
     g.run(["mkdir", "-p", path])
@@ -218,18 +312,43 @@ def guest(vm, request):
     yield g
     if not vm.alive() or vm.agent is None or vm.agent.broken:
         return  # the guest is gone: nothing to clean, the failure says why
-    errors = g.scratch.run_deferred()
     g.must.chdir("/")
-    leaked_fds = g.must.close_all()
-    leaks = [f"mount {m}" for m in guest_mounts(g) if m not in before_mounts]
+    open_fds = g.must.close_all()  # open files would keep the mounts busy
+    errors = g.scratch.run_deferred()
+    leaks = [f"mount {m}" for m in g.mounts() if m not in before_mounts]
     leaks += [f"block device {d}" for d in guest_block_devices(g) if d not in before_devs]
     if leaks:
         _force_cleanup(g, path)
     problems = errors + leaks
     if problems:
         pytest.fail("the case left things behind in the guest:\n  " + "\n  ".join(problems)
-                    + (f"\n  (and fds {leaked_fds}, now closed)" if leaked_fds else ""),
+                    + (f"\n  (and fds {open_fds}, now closed)" if open_fds else ""),
                     pytrace=False)
+
+
+@pytest.fixture
+def upper(guest, upper_fs, request):
+    """A fresh `upper_fs` filesystem on a dm device (healthy until a case switches it)."""
+    require(guest, "loop", "dm", "dm-flakey", upper_fs.split("-")[0])
+    dev = ScratchDevice(guest, f"ovh-upper-{os.getpid()}",
+                        faults=not request.config.getoption("without_faults")).create()
+    return Filesystem(guest, upper_fs, dev, f"{guest.scratch.path}/upperfs").create()
+
+
+@pytest.fixture
+def lower(guest):
+    """A lower directory on the scratch tmpfs with one 64 KiB file, `f`."""
+    require(guest, "overlay")
+    return make_tree(guest, f"{guest.scratch.path}/lower", {"f": b"L" * 65536})
+
+
+@pytest.fixture
+def make_overlay(guest, upper, lower):
+    """make_overlay(name="ovl", lowers=None, merged=None, **options): an Overlay on `upper`
+    (not mounted); overlays with the same name share upper and work dirs."""
+    def make(name="ovl", lowers=None, merged=None, **options):
+        return Overlay(guest, name, lowers or [lower], upper, merged=merged, **options)
+    return make
 
 
 def _remove_scratch(g, path):
@@ -241,7 +360,7 @@ def _remove_scratch(g, path):
 
 def _force_cleanup(g, path):
     """Best effort after a leak, so the next case starts clean."""
-    for m in sorted(guest_mounts(g), key=len, reverse=True):
+    for m in sorted(g.mounts(), key=len, reverse=True):
         if m.startswith(SCRATCH_ROOT + "/"):
             g.umount2(m, 2)  # MNT_DETACH
     g.run(["dmsetup", "remove_all", "--force"], check=False)

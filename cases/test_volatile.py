@@ -1,0 +1,187 @@
+"""Volatile overlays and upper-layer writeback errors.
+
+Seed 002 (Sargun Dhillon, "overlay: Implement volatile-specific fsync error
+behaviour", commit 335d3fc57941, v5.11/5.10.15) and its documentation hunk in
+Documentation/filesystems/overlayfs.rst ("Volatile mount"):
+
+  "If any writeback error occurs on the upperdir's filesystem after a volatile
+   mount takes place, all sync functions will return an error. Once this
+   condition is reached, the filesystem will not recover, and every subsequent
+   sync call will return an error, even if the upperdir has not experience a
+   new error since the last sync call."
+  "if the upperdir is an inconsistent state at the initial mount time,
+   overlayfs will refuse to mount"  (seed 002, commit message)
+  "The advantage of mounting with the "volatile" option is that all forms of
+   sync calls to the upper filesystem are omitted."  (overlayfs.rst)
+
+Data faults are targeted: writes to the upper file's data sectors fail, the
+upper's metadata and journal stay healthy (see harness/devices.py).
+"""
+
+import errno
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.volatile, pytest.mark.upper_fs("ext4", "ext4-nojournal", "xfs")]
+
+OLD = b"o" * 65536
+NEW = b"n" * 65536
+
+
+def copy_up(guest, ovl, rel="f"):
+    """Open `rel` for writing (copy-up), write it, and let sync(2) allocate its upper blocks."""
+    fd = guest.must.open(ovl.path(rel), os.O_RDWR)
+    guest.must.pwrite(fd, OLD, 0)
+    guest.must.sync()
+    return fd
+
+
+def test_volatile_sync_calls_return_error_every_time(guest, upper, make_overlay):
+    """Seed 002 / overlayfs.rst: after an upper writeback error, fsync, fdatasync and
+    syncfs on a volatile overlay return the error on every call (sticky)."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    with upper.dev.failing(paths=[ovl.upper_path("f")]):
+        guest.must.pwrite(fd, NEW, 0)
+    assert guest.fsync(fd) == errno.EIO
+    assert guest.fsync(fd) == errno.EIO
+    assert guest.fdatasync(fd) == errno.EIO
+    assert guest.syncfs(fd) == errno.EIO
+    assert guest.syncfs(fd) == errno.EIO
+    assert guest.syncfs(fd) == errno.EIO
+
+
+@pytest.mark.errseq
+def test_volatile_error_reaches_fds_opened_after_it(guest, upper, make_overlay):
+    """Seed 002: the volatile mount samples the upper's errseq at mount time, so every
+    fd, also one opened after the error and on another file, sees it."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    with upper.dev.failing(paths=[ovl.upper_path("f")]):
+        guest.must.pwrite(fd, NEW, 0)
+    guest.must.close(fd)
+    later = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    assert guest.fsync(later) == errno.EIO
+    other = guest.must.open(ovl.path("new-file"), os.O_CREAT | os.O_WRONLY)
+    assert guest.fsync(other) == errno.EIO
+    assert guest.syncfs(other) == errno.EIO
+    root = guest.must.open(ovl.path(), os.O_RDONLY | os.O_DIRECTORY)
+    assert guest.fsync(root) == errno.EIO  # ovl_dir_fsync checks the same status
+    assert guest.syncfs(root) == errno.EIO
+
+
+@pytest.mark.errseq
+@pytest.mark.syncfs
+def test_volatile_error_sticks_after_the_upper_consumed_it(guest, upper, make_overlay):
+    """Seeds 000/002: the volatile sample is never advanced, so syncfs on the upper
+    filesystem itself (which reports and marks the error seen) does not clear it
+    for the overlay: "every subsequent sync call will return an error"."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    with upper.dev.failing(paths=[ovl.upper_path("f")]):
+        guest.must.pwrite(fd, NEW, 0)
+    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    assert guest.syncfs(ufd) == errno.EIO   # the upper reports its error once ...
+    assert guest.syncfs(ufd) == 0           # ... and then it is seen
+    assert guest.syncfs(fd) == errno.EIO    # the volatile overlay still fails
+    assert guest.fsync(fd) == errno.EIO
+
+
+@pytest.mark.syncfs
+def test_volatile_sync_calls_do_not_reach_the_upper(guest, upper, make_overlay):
+    """overlayfs.rst: with volatile, "all forms of sync calls to the upper filesystem
+    are omitted". With writes to the file's upper sectors failing, fsync and syncfs
+    through the overlay return 0 because they write nothing back; the upper's own
+    syncfs then hits the bad sectors, proving the pages were still dirty."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    upper.dev.targeted(ovl.upper_path("f"))
+    guest.must.pwrite(fd, NEW, 0)
+    assert guest.fsync(fd) == 0
+    assert guest.fdatasync(fd) == 0
+    assert guest.syncfs(fd) == 0
+    assert guest.syncfs(ufd) == errno.EIO   # the writeback happens only now
+    upper.dev.linear()
+
+
+def test_volatile_mount_refused_while_upper_has_unseen_error(guest, upper, make_overlay):
+    """Seed 002: "if the upperdir is an inconsistent state at the initial mount time,
+    overlayfs will refuse to mount" (EIO, "Cannot mount volatile when upperdir has an
+    unseen error"); after syncfs on the upper has seen the error, it mounts."""
+    path = upper.path("direct")
+    fd = guest.must.open(path, os.O_CREAT | os.O_RDWR)
+    guest.must.pwrite(fd, OLD, 0)
+    guest.must.fsync(fd)
+    with upper.dev.failing(paths=[path]):
+        guest.must.pwrite(fd, NEW, 0)
+    guest.must.close(fd)  # nobody has seen the error
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == errno.EIO
+    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    assert guest.syncfs(ufd) == errno.EIO   # sees the error, marks it seen
+    assert ovl.mount() == 0
+    ofd = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    assert guest.syncfs(ofd) == 0           # a fresh sample: no error since the mount
+
+
+@pytest.mark.upper_fs("ext4", "xfs")
+def test_volatile_incompat_dir_refuses_the_next_mount(guest, upper, make_overlay):
+    """overlayfs.rst: a volatile mount creates "$workdir/work/incompat/volatile";
+    "During next mount, overlay checks for this directory and refuses to mount if
+    present" (EINVAL), volatile or not. Removing it lets the mount through."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    assert isinstance(guest.stat(f"{ovl.volatile_dir}/dirty"), dict)
+    assert ovl.umount() == 0
+    assert isinstance(guest.stat(ovl.volatile_dir), dict)  # left behind on purpose
+    assert ovl.mount() == errno.EINVAL
+    plain = make_overlay()           # same upper and work dirs, not volatile
+    assert plain.mount() == errno.EINVAL
+    ovl.clear_volatile_incompat()
+    assert plain.mount() == 0
+
+
+@pytest.mark.errseq
+def test_volatile_remount_after_error_starts_clean(guest, upper, make_overlay):
+    """Seeds 000/002: the error state lives in the mount, and the overlay's own error
+    reports do not mark the upper's error seen ("sampling should also not affect later
+    openers on the upper layer"). So after umount a new volatile mount is refused
+    (EIO) until syncfs on the upper has seen the error; then it syncs with 0."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    with upper.dev.failing(paths=[ovl.upper_path("f")]):
+        guest.must.pwrite(fd, NEW, 0)
+    assert guest.syncfs(fd) == errno.EIO
+    assert guest.fsync(fd) == errno.EIO
+    guest.must.close(fd)
+    assert ovl.umount() == 0
+    ovl.clear_volatile_incompat()          # the incompat check has its own case
+    assert ovl.mount() == errno.EIO        # the upper's error is still unseen
+    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    assert guest.syncfs(ufd) == errno.EIO
+    assert ovl.mount() == 0
+    fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    assert guest.syncfs(fd) == 0
+    assert guest.fsync(fd) == 0
+
+
+@pytest.mark.upper_fs("ext4-nojournal")
+def test_volatile_whole_device_write_errors_are_sticky(guest, upper, make_overlay):
+    """Seed 002 with the upper failing as a whole (dm-flakey error_writes on every
+    sector, reads still work): volatile syncfs and fsync report the error on every
+    call, as with a data-only fault."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    with upper.dev.failing("flakey", feature="error_writes"):
+        guest.must.pwrite(fd, NEW, 0)
+    for _ in range(3):
+        assert guest.syncfs(fd) == errno.EIO
+        assert guest.fsync(fd) == errno.EIO

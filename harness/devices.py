@@ -1,0 +1,197 @@
+"""Scratch block devices in the guest, with device-mapper faults switched at any time.
+
+    sparse file (guest tmpfs) -> loop device -> dm device (/dev/mapper/NAME)
+
+The dm table starts `linear` (healthy). A case loads another table whenever it
+likes, through suspend --nolockfs / load / resume, so dirty pages are not
+flushed on the way:
+
+    error     every I/O fails (dm-error)
+    flakey    dm-flakey up/down intervals, optionally error_writes or drop_writes
+    targeted  writes fail only on the sectors holding one file's data (FIEMAP),
+              reads still work; metadata and journal stay healthy
+
+`dev.failing(...)` is an error window: load the faulty table, let the case
+dirty pages, force writeback with sync(2) (which records the error without
+consuming it), and heal.
+"""
+
+import contextlib
+from dataclasses import dataclass, field
+
+SECTOR = 512
+FLAKEY_DOWN = "0 1"  # up 0 s, down 1 s: always down
+
+
+class DeviceError(Exception):
+    """A device operation did not do what the case relies on."""
+
+
+@dataclass
+class Window:
+    """What happened during an error window: the kernel's I/O error lines."""
+
+    io_errors: list = field(default_factory=list)
+
+
+class ScratchDevice:
+    def __init__(self, guest, name, size_mb=512, backing_dir=None, faults=True):
+        self.guest = guest
+        self.faults = faults  # False: faulty tables are not loaded (to check that cases can fail)
+        self.name = name
+        self.size_bytes = size_mb << 20
+        self.sectors = self.size_bytes // SECTOR
+        self.backing = f"{backing_dir or guest.scratch.path}/{name}.img"
+        self.loop = None
+        self.table = None
+
+    @property
+    def path(self):
+        return f"/dev/mapper/{self.name}"
+
+    def create(self):
+        g = self.guest
+        fd = g.must.open(self.backing, 0o100 | 0o1, 0o600)  # O_CREAT | O_WRONLY
+        g.must.ftruncate(fd, self.size_bytes)                 # sparse
+        g.must.close(fd)
+        self.loop = g.run(["losetup", "--find", "--show", self.backing]).stdout.strip()
+        g.defer(self._remove_loop)
+        g.run(["dmsetup", "create", self.name, "--table", self._linear_table()])
+        self.table = "linear"
+        g.defer(self._remove_dm)
+        return self
+
+    def _remove_loop(self):
+        self.guest.run(["losetup", "-d", self.loop])
+        self.guest.must.unlink(self.backing)
+
+    def _remove_dm(self):
+        self.guest.run(["dmsetup", "remove", "--retry", self.name])
+
+    # -- tables ----------------------------------------------------------------
+    def _linear_table(self, start=0, count=None):
+        count = self.sectors - start if count is None else count
+        return f"{start} {count} linear {self.loop} {start}"
+
+    def load(self, table, label):
+        """Switch to `table` (dm table text) without flushing the filesystem above."""
+        g = self.guest
+        if not self.faults and label != "linear":
+            self.table = f"{label} (not loaded: --without-faults)"
+            return
+        g.run(["dmsetup", "suspend", "--nolockfs", self.name])
+        try:
+            g.run(["dmsetup", "load", self.name, "--table", table])
+        finally:
+            g.run(["dmsetup", "resume", self.name])
+        self.table = label
+
+    def linear(self):
+        self.load(self._linear_table(), "linear")
+
+    def error(self):
+        self.load(f"0 {self.sectors} error", "error")
+
+    def flakey(self, up=0, down=1, feature=None):
+        """dm-flakey over the whole device; feature: None, 'error_writes' or 'drop_writes'."""
+        features = f" 1 {feature}" if feature else ""
+        self.load(f"0 {self.sectors} flakey {self.loop} 0 {up} {down}{features}",
+                  f"flakey({up},{down},{feature})")
+
+    def targeted(self, *paths):
+        """Fail writes to the data sectors of `paths` (files on this device); all else healthy."""
+        ranges = sorted(r for p in paths for r in self.data_sectors(p))
+        if not ranges:
+            raise DeviceError(f"{paths}: no data blocks on {self.name} to target "
+                              "(write and sync the file first)")
+        lines, pos = [], 0
+        for start, count in ranges:
+            if start < pos:
+                raise DeviceError(f"overlapping extents in {paths}")
+            if start > pos:
+                lines.append(self._linear_table(pos, start - pos))
+            lines.append(f"{start} {count} flakey {self.loop} {start} {FLAKEY_DOWN} 1 error_writes")
+            pos = start + count
+        if pos < self.sectors:
+            lines.append(self._linear_table(pos))
+        self.load("\n".join(lines), f"targeted({', '.join(map(str, paths))})")
+        return ranges
+
+    def data_sectors(self, path):
+        """[(first sector, count)] of the file's data on this device, from FIEMAP."""
+        extents = self.guest.must.fiemap(path)
+        out = []
+        for _logical, physical, length, flags in extents:
+            if flags & (0x2 | 0x4 | 0x8 | 0x200):  # UNKNOWN, DELALLOC, ENCODED, DATA_INLINE
+                raise DeviceError(f"{path}: extent without a fixed location (flags {flags:#x})")
+            out.append((physical // SECTOR, (length + SECTOR - 1) // SECTOR))
+        return out
+
+    # -- error windows ---------------------------------------------------------
+    @contextlib.contextmanager
+    def failing(self, mode="targeted", paths=(), **kwargs):
+        """Error window: faulty table, the case dirties pages, sync(2), heal.
+
+        mode: 'targeted' (paths= files whose data writes fail), 'error', or
+        'flakey' (kwargs up/down/feature).
+        """
+        g = self.guest
+        start = g.must.kmsg_seq()
+        if mode == "targeted":
+            self.targeted(*paths)
+        elif mode == "error":
+            self.error()
+        elif mode == "flakey":
+            self.flakey(**kwargs)
+        else:
+            raise ValueError(f"unknown fault mode {mode!r}")
+        window = Window()
+        try:
+            yield window
+            g.must.sync()
+        finally:
+            self.linear()
+        window.io_errors = [r[3] for r in g.must.kmsg(start)
+                            if "I/O error" in r[3] or "error writing" in r[3].lower()]
+
+
+# mkfs argv and mount data per upper filesystem kind; mkfs options keep formatting cheap.
+FILESYSTEMS = {
+    "ext4": ("ext4", ["mkfs.ext4", "-F", "-q", "-b", "4096",
+                      "-E", "lazy_itable_init=1,lazy_journal_init=1"], ""),
+    "ext4-nojournal": ("ext4", ["mkfs.ext4", "-F", "-q", "-b", "4096", "-O", "^has_journal",
+                                "-E", "lazy_itable_init=1"], ""),
+    "xfs": ("xfs", ["mkfs.xfs", "-f", "-q"], ""),
+    "btrfs": ("btrfs", ["mkfs.btrfs", "-f", "-q"], ""),
+}
+
+
+class Filesystem:
+    """A filesystem of kind `kind` on a ScratchDevice, mounted in the scratch directory."""
+
+    def __init__(self, guest, kind, device, mountpoint):
+        if kind not in FILESYSTEMS:
+            raise ValueError(f"unknown filesystem {kind!r} (known: {', '.join(FILESYSTEMS)})")
+        self.guest = guest
+        self.kind = kind
+        self.fstype, self.mkfs, self.data = FILESYSTEMS[kind]
+        self.dev = device
+        self.mnt = mountpoint
+
+    def create(self):
+        self.guest.run([*self.mkfs, self.dev.path], timeout=120)
+        self.guest.must.mkdir(self.mnt)
+        self.mount()
+        return self
+
+    def mount(self):
+        self.guest.must.mount(self.dev.path, self.mnt, self.fstype, 0, self.data or None)
+        self.guest.defer(self.umount)
+
+    def umount(self):
+        if self.mnt in self.guest.mounts():
+            self.guest.must.umount2(self.mnt, 0)
+
+    def path(self, rel=""):
+        return f"{self.mnt}/{rel}" if rel else self.mnt
+

@@ -1,0 +1,117 @@
+"""Overlay layers as an object: lower dirs, upper and work dirs, options, raw mount(2)."""
+
+import os
+
+MS_REMOUNT = 0x20
+MNT_DETACH = 0x2
+# Options that are flags (present or absent) rather than key=value.
+FLAG_OPTIONS = ("volatile", "userxattr")
+
+
+class Overlay:
+    """One overlay mount.
+
+    lowers: lower directories, top first. upper: a Filesystem (or None for a
+    read-only overlay); the overlay's upper and work dirs are `<name>/upper`
+    and `<name>/work` on it, so several overlays can share one upper fs.
+    options: volatile=True, metacopy="on", index="on", redirect_dir="follow",
+    xino="off", nfs_export="on", userxattr=True, ... passed to the kernel as is.
+    """
+
+    def __init__(self, guest, name, lowers, upper=None, merged=None, **options):
+        self.guest = guest
+        self.name = name
+        self.lowers = list(lowers)
+        self.upperfs = upper
+        self.merged = merged or f"{guest.scratch.path}/{name}.merged"
+        self.upper = f"{upper.mnt}/{name}/upper" if upper else None
+        self.work = f"{upper.mnt}/{name}/work" if upper else None
+        self.options = options
+        self.mounted = False
+
+    @property
+    def xattr_prefix(self):
+        return "user.overlay." if self.options.get("userxattr") else "trusted.overlay."
+
+    def mount_data(self):
+        parts = [f"lowerdir={':'.join(self.lowers)}"]
+        if self.upper:
+            parts += [f"upperdir={self.upper}", f"workdir={self.work}"]
+        for key, value in self.options.items():
+            if key in FLAG_OPTIONS:
+                if value:
+                    parts.append(key)
+            elif value is not None:
+                parts.append(f"{key}={value}")
+        return ",".join(parts)
+
+    def mount(self, flags=0):
+        """mount(2) the overlay; 0 or the Errno. Unmounted at the end of the case."""
+        for d in [self.merged] + ([self.upper, self.work] if self.upper else []):
+            self.guest.must.makedirs(d)
+        result = self.guest.mount("overlay", self.merged, "overlay", flags, self.mount_data())
+        if result == 0 and not self.mounted:
+            self.mounted = True
+            self.guest.defer(self._cleanup)
+        return result
+
+    def remount(self, flags=0, data=None):
+        """Raw MS_REMOUNT: the kernel sees exactly `data` (overlay ignores most of it)."""
+        return self.guest.mount("overlay", self.merged, "overlay", MS_REMOUNT | flags, data)
+
+    def umount(self):
+        result = self.guest.umount2(self.merged, 0)
+        if result == 0:
+            self.mounted = False
+        return result
+
+    def _cleanup(self):
+        if self.mounted:
+            self.guest.chdir("/")
+            self.guest.close_all()
+            self.guest.must.umount2(self.merged, 0)
+            self.mounted = False
+
+    # -- paths -----------------------------------------------------------------
+    def path(self, rel=""):
+        return f"{self.merged}/{rel}" if rel else self.merged
+
+    def upper_path(self, rel=""):
+        return f"{self.upper}/{rel}" if rel else self.upper
+
+    def lower_path(self, rel="", index=0):
+        return f"{self.lowers[index]}/{rel}" if rel else self.lowers[index]
+
+    @property
+    def volatile_dir(self):
+        """Left behind by a volatile mount; its presence refuses the next mount."""
+        return f"{self.work}/work/incompat/volatile"
+
+    def clear_volatile_incompat(self):
+        self.guest.run(["rm", "-rf", self.volatile_dir])
+
+    def upper_xattrs(self, rel):
+        """The overlay's own xattrs on the upper copy of `rel`: {short name: value}."""
+        names = self.guest.must.listxattr(self.upper_path(rel), False)
+        out = {}
+        for name in names:
+            if name.startswith(self.xattr_prefix):
+                out[name[len(self.xattr_prefix):]] = self.guest.must.getxattr(
+                    self.upper_path(rel), name, False)
+        return out
+
+
+def make_tree(guest, root, files):
+    """Create directories and files under root: {"d/f": b"data", "d2/": None}."""
+    guest.must.makedirs(root)
+    for rel, data in files.items():
+        path = f"{root}/{rel}"
+        if rel.endswith("/"):
+            guest.must.makedirs(path)
+            continue
+        guest.must.makedirs(os.path.dirname(path))
+        fd = guest.must.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        if data:
+            guest.must.write(fd, data)
+        guest.must.close(fd)
+    return root
