@@ -121,7 +121,8 @@ def probe_kvm(kernel):
                     tail = " | ".join(text.strip().splitlines()[-3:])
                     # Only a failure that involves the kernel booting or KVM itself is a verdict.
                     about_kvm = "Linux version" in text or "kvm" in text.lower()
-                    return (False if about_kvm else None), f"the KVM probe boot failed (exit {rc}): {tail}", elapsed
+                    verdict = False if about_kvm else None
+                    return verdict, f"the KVM probe boot failed (exit {rc}): {tail}", elapsed
                 if "Linux version" not in text and elapsed > PROBE_FIRST_OUTPUT_S:
                     return False, (f"a KVM guest printed nothing in {PROBE_FIRST_OUTPUT_S:.0f} s "
                                    "(hangs after the firmware)"), elapsed

@@ -16,7 +16,6 @@ import json
 import os
 import select
 import shlex
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +198,7 @@ class Agent:
         try:
             self.channel.send_line(json.dumps(msg).encode())
             resp = json.loads(self.channel.recv_line(timeout or self.call_timeout))
-        except (GuestTimeout, GuestLost, OSError, EOFError, socket.error) as e:
+        except (GuestTimeout, GuestLost, OSError, EOFError) as e:
             self.broken = f"{op}(): {e}"
             if isinstance(e, HarnessError):
                 raise
@@ -244,10 +243,11 @@ def _fmt_args(args, kwargs):
     return "(" + ", ".join(parts) + ")"
 
 
-def _short(value):
+def _short(value, limit=160):
     if isinstance(value, (bytes, bytearray)) and len(value) > 32:
         return f"{bytes(value[:16])!r}...<{len(value)} bytes>"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...<{len(text)} chars>"
 
 
 class Guest:
@@ -260,8 +260,11 @@ class Guest:
         self.log = []
         self.must = _Must(self)
         self.vm = None           # set by the pytest fixture
-        self.scratch = None
-        self.kmsg_start = -1
+        self.scratch = None      # .path: the case's scratch directory (a tmpfs) in the guest
+        self._deferred = []
+        self.kmsg_start = -1     # kernel log sequence number when the case began
+        self.kmsg_checked = -1   # ... and when it was last checked for splats
+        self.taint_start = 0
 
     def call(self, op, *args, _timeout=None, **kwargs):
         entry = Call(op, args, kwargs)
@@ -293,6 +296,21 @@ class Guest:
             raise CommandFailed(f"{shlex.join(argv)} {what}\n{res.stderr.strip()}")
         return res
 
+    def defer(self, fn, *args, **kwargs):
+        """Queue a cleanup step, run in reverse order by run_deferred()."""
+        self._deferred.append((fn, args, kwargs))
+
+    def run_deferred(self):
+        """Run the queued cleanups, newest first; keep going on errors and return them."""
+        errors = []
+        while self._deferred:
+            fn, args, kwargs = self._deferred.pop()
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:
+                errors.append(f"{getattr(fn, '__name__', fn)}{args}: {e}")
+        return errors
+
     def mounts(self):
         """Mount points in the guest, in mount order (from /proc/self/mountinfo)."""
         text = self.must.read_file("/proc/self/mountinfo").decode()
@@ -322,7 +340,7 @@ class Guest:
             args = [self._repro_arg(a, entry.op, i, fd_names) for i, a in enumerate(entry.args)]
             args += [f"{k}={self._repro_value(v)}" for k, v in entry.kwargs.items()]
             result = entry.result
-            shown = _short(result) if not isinstance(result, dict) else "{...}"
+            shown = _short(result)
             if isinstance(result, Exception):
                 shown = f"{type(result).__name__}: {result}"
             stmt = f"call({entry.op!r}{''.join(', ' + a for a in args)})"

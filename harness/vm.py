@@ -23,6 +23,11 @@ from . import agent as agent_mod
 from .guest import Agent, GuestLost, HarnessError, LineChannel
 
 AGENT_GUEST_PORT = 7519
+KERNEL_SILENT_S = 45.0
+# Extra kernel command line. Under TCG every module that udev loads at boot costs time
+# (read over 9p, verified, relocated), and virtme-ng waits for udev to settle before it
+# starts the agent: keep drivers for hardware the cases never use from loading.
+BOOT_CMDLINE = []  # with --verbose the kernel's first line comes within a second or two
 log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
@@ -87,6 +92,43 @@ def stop_supervised(proc, pgid_file, timeout=10.0):
             pass
 
 
+def _mem_available_bytes():
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _size_bytes(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = str(text).strip().upper().rstrip("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text) << 20  # QEMU's default unit is MiB
+
+
+def preflight(memory):
+    """Fail fast, with the fix, on what would otherwise become a slow or silent boot failure."""
+    problems = []
+    if not os.access("/usr/sbin/sshd", os.X_OK):
+        problems.append("/usr/sbin/sshd is missing: the guest runs on this machine's root "
+                        "filesystem and needs openssh-server installed (not running)")
+    guest_python()
+    if not shutil.which("qemu-system-x86_64"):
+        problems.append("qemu-system-x86_64 is missing (package qemu-system-x86)")
+    need = _size_bytes(memory)
+    avail = _mem_available_bytes()
+    if avail is not None and need > avail:
+        problems.append(f"the VM asks for {memory} of memory but only "
+                        f"{avail / (1 << 30):.1f} GiB are available (use --vm-memory)")
+    if problems:
+        hint = " (run ./setup.sh)" if any("missing" in p for p in problems) else ""
+        raise BootError("; ".join(problems) + hint)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +137,7 @@ def free_port():
 
 class VM:
     def __init__(self, kernel, accel, workdir, memory="2G", cpus=2, boot_timeout=180.0,
-                 call_timeout=120.0, name="vm"):
+                 call_timeout=120.0, name="vm", cmdline=None):
         self.kernel = kernel
         self.accel = accel
         self.workdir = Path(workdir)
@@ -104,6 +146,7 @@ class VM:
         self.boot_timeout = boot_timeout
         self.call_timeout = call_timeout
         self.name = name
+        self.cmdline = BOOT_CMDLINE if cmdline is None else cmdline
         self.console_log = self.workdir / "console.log"
         self.proc = None
         self.pgid_file = None
@@ -112,6 +155,7 @@ class VM:
         self.port = None
         self.timings = {}
         self.boots = 0
+        self.reported_boots = 0
 
     # -- start ---------------------------------------------------------------
     def command(self, port):
@@ -119,9 +163,11 @@ class VM:
                  f"--listen 127.0.0.1:{AGENT_GUEST_PORT} --ensure-network")
         return [vng_command(), "--verbose", "--run", self.kernel.run_arg, *self.accel.vng_args(),
                 "--force-9p", "--memory", str(self.memory), "--cpus", str(self.cpus),
-                "--name", self.name, "--ssh", str(port), "--ssh-tcp", "--exec", agent]
+                "--name", self.name, "--ssh", str(port), "--ssh-tcp",
+                *(["--append", " ".join(self.cmdline)] if self.cmdline else []), "--exec", agent]
 
     def start(self):
+        preflight(self.memory)
         self.workdir.mkdir(parents=True, exist_ok=True)
         home = self.workdir / "home"
         shutil.rmtree(home, ignore_errors=True)
@@ -158,10 +204,15 @@ class VM:
         return self
 
     def _wait_console(self, mark, offset, deadline):
+        start = time.monotonic()
         while True:
             text = self._console_since(offset)
             if mark in text:
                 return
+            if "Linux version" not in text and time.monotonic() - start > KERNEL_SILENT_S:
+                raise BootError(f"{self.name}: the kernel printed nothing in {KERNEL_SILENT_S:.0f} s "
+                                f"(not a bootable x86_64 kernel, or the accelerator hangs)\n"
+                                f"{self.console_tail(offset=offset)}")
             if self.proc.poll() is not None:
                 raise BootError(f"{self.name}: vng exited with {self.proc.returncode} before the "
                                 f"guest agent started\n{self.console_tail(offset=offset)}")

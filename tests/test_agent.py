@@ -12,8 +12,18 @@ import sys
 
 import pytest
 
-from harness.guest import (AGENT_PATH, Agent, AgentError, CallFailed, Errno, Guest, GuestLost,
-                           GuestTimeout, LineChannel, CommandFailed)
+from harness.guest import (
+    AGENT_PATH,
+    Agent,
+    AgentError,
+    CallFailed,
+    CommandFailed,
+    Errno,
+    Guest,
+    GuestLost,
+    GuestTimeout,
+    LineChannel,
+)
 
 
 @pytest.fixture

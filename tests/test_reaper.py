@@ -50,7 +50,8 @@ def test_sigkill_of_the_parent_still_kills_the_group(tmp_path):
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from harness import vm
-        vm.spawn_vng({grandchild_command(tmp_path / "pid")!r}, {str(tmp_path / "log")!r}, home={str(tmp_path)!r})
+        vm.spawn_vng({grandchild_command(tmp_path / "pid")!r}, {str(tmp_path / "log")!r},
+                     home={str(tmp_path)!r})
         time.sleep(300)
         """)], cwd=ROOT)
     assert wait_for(lambda: (tmp_path / "pid").exists())

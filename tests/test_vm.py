@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+from procs import qemu_processes
 
 from harness import vm as vm_mod
 from harness.guest import Guest
@@ -28,18 +29,6 @@ def listening_sockets(port):
     return found
 
 
-def qemu_processes(name):
-    procs = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if any(b"qemu-system" in c for c in cmd[:1]) and name.encode() in b" ".join(cmd):
-            procs.append(int(pid))
-    return procs
 
 
 def test_agent_answers_over_ssh_on_the_chosen_kernel(vm, kernel):
@@ -64,15 +53,41 @@ def test_console_log_is_kept_per_vm(vm):
     assert "Linux version" in text  # the kernel console goes there too
 
 
-def test_a_vm_stops_without_leaving_qemu(kernel, tmp_path, request):
-    from harness.plugin import STATE_KEY
+def host_state():
+    mounts = open("/proc/self/mountinfo").read().splitlines()
+    blocks = sorted(os.listdir("/sys/block"))
+    return mounts, blocks
+
+
+def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_path, request):
+    from harness.devices import Filesystem, ScratchDevice
+    from harness.plugin import STATE_KEY, Scratch
     state = request.config.stash[STATE_KEY]
+    before = host_state()
     machine = vm_mod.VM(kernel, state.accel, tmp_path / "vm", name="ovh-selftest-teardown",
                         memory="1G", cpus=1)
     try:
         machine.start()
         assert qemu_processes("ovh-selftest-teardown"), "no QEMU for the VM while it runs"
-        assert Guest(machine.agent).ping()["release"] == kernel.release
+        g = Guest(machine.agent)
+        assert g.ping()["release"] == kernel.release
+        # The SSH key is the VM's own: vng's HOME is the VM's private directory.
+        key_dir = tmp_path / "vm" / "home" / ".cache/virtme-ng/.ssh"
+        assert (key_dir / "id_virtme").is_file()
+        assert f"virtme_ssh_cache={key_dir}" in g.must.read_file("/proc/cmdline").decode()
+        # Devices, a filesystem and faults, all in the guest, none on the host.
+        g.must.mkdir("/run/selftest")
+        g.must.mount("selftest", "/run/selftest", "tmpfs", 0, None)
+        g.scratch = Scratch("/run/selftest")
+        g.run(["modprobe", "-a", "loop", "dm_mod"])
+        dev = ScratchDevice(g, "selftest").create()
+        fs = Filesystem(g, "ext4", dev, "/run/selftest/mnt").create()
+        dev.error()
+        dev.linear()
+        assert fs.mnt in g.mounts()
+        assert host_state() == before, "a guest mount or device showed up on the host"
+        assert g.run_deferred() == []
+        assert fs.mnt not in g.mounts()
     finally:
         machine.stop()
     deadline = time.monotonic() + 10

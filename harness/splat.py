@@ -1,0 +1,81 @@
+"""Kernel splat detection: the guest's log since a case began, against harness/splats.toml."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+
+POLICY_FILE = Path(__file__).with_name("splats.toml")
+KERN_ERR = 3
+
+# /proc/sys/kernel/tainted bits (Documentation/admin-guide/tainted-kernels.rst).
+TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    regex: re.Pattern
+    reason: str = ""
+
+
+@dataclass
+class Policy:
+    deny: list
+    allow: list
+
+    @classmethod
+    def load(cls, path=POLICY_FILE):
+        data = tomllib.loads(Path(path).read_text())
+        deny = [Rule(d["name"], re.compile(d["pattern"])) for d in data.get("deny", [])]
+        allow = []
+        for a in data.get("allow", []):
+            if not a.get("reason"):
+                raise ValueError(f"{path}: allow entry {a.get('pattern')!r} has no reason")
+            allow.append(Rule(a["pattern"], re.compile(a["pattern"]), a["reason"]))
+        return cls(deny, allow)
+
+    def classify(self, level, text):
+        """The name of the splat this line is, or None."""
+        for rule in self.deny:
+            if rule.regex.search(text):
+                hit = rule.name
+                break
+        else:
+            hit = "error-level message" if level <= KERN_ERR else None
+        if hit is None:
+            return None
+        if any(rule.regex.search(text) for rule in self.allow):
+            return None
+        return hit
+
+
+def taint_letters(value):
+    return "".join(flag for bit, flag in enumerate(TAINT_FLAGS) if value & (1 << bit))
+
+
+def find_splats(records, policy, taint_before=0, taint_after=0):
+    """records: [[seq, level, usec, text]] from the agent's kmsg. Returns a list of
+    (kind, line) for every splat, plus one for taint flags that appeared."""
+    found = []
+    for _seq, level, usec, text in records:
+        kind = policy.classify(level, text)
+        if kind:
+            found.append((kind, f"[{usec / 1e6:12.6f}] {text}"))
+    new = taint_after & ~taint_before
+    if new:
+        found.append(("taint", f"new taint flags {taint_letters(new)} "
+                               f"(tainted {taint_before} -> {taint_after})"))
+    return found
+
+
+def excerpt(records, splats, context=20):
+    """The splat lines and the log around the first one, for a report."""
+    lines = [f"{kind}: {line}" for kind, line in splats]
+    texts = [f"[{usec / 1e6:12.6f}] {text}" for _s, _l, usec, text in records]
+    first = next((i for i, t in enumerate(texts) if any(t == line for _k, line in splats)), None)
+    if first is not None:
+        lines.append("--- kernel log around the first one ---")
+        lines += texts[max(0, first - 5):first + context]
+    return "\n".join(lines)
