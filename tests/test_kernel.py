@@ -88,7 +88,90 @@ def test_build_tree(tmp_path):
 ])
 def test_bad_kernel_is_a_usage_error_before_any_boot(spec, message):
     p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--kernel={spec}",
-                        "cases", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                        "cases", "-q"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 4, p.stdout + p.stderr  # pytest's usage-error status
     assert message in p.stderr
     assert "Traceback" not in p.stderr
+
+
+# -- fetched kernels (harness.fetch's cache) and the config check --------------------
+
+def fake_cached(cache, release, config="CONFIG_OVERLAY_FS=m\n"):
+    root = cache / release
+    (root / "boot").mkdir(parents=True)
+    (root / f"lib/modules/{release}").mkdir(parents=True)
+    fake_bzimage(root / f"boot/vmlinuz-{release}", f"{release} (x@y) #1")
+    (root / f"boot/config-{release}").write_text(config)
+    return root
+
+
+def test_cached_kernels_by_path_release_and_series(tmp_path, monkeypatch):
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    fake_bzimage(boot / "vmlinuz-6.1.0-56-amd64")
+    monkeypatch.setattr(kmod, "BOOT_DIR", boot)
+    cache = tmp_path / "kernels"
+    monkeypatch.setenv(kmod.CACHE_ENV, str(cache))
+    fake_cached(cache, "6.12.115+deb12-amd64")
+    root = fake_cached(cache, "6.12.117+deb12-amd64", "CONFIG_DM_FLAKEY=m\n")
+    assert [k.release for k in kmod.cached()] == ["6.12.117+deb12-amd64", "6.12.115+deb12-amd64"]
+    k = kmod.resolve("6.12")                       # newest of the series
+    assert k.release == "6.12.117+deb12-amd64" and k.image == root / "boot/vmlinuz-6.12.117+deb12-amd64"
+    assert k.option("DM_FLAKEY") == "m" and k.modules_dir == root / "lib/modules/6.12.117+deb12-amd64"
+    assert kmod.resolve("6.12.115+deb12-amd64").release == "6.12.115+deb12-amd64"
+    assert kmod.resolve(str(root)).image == k.image            # the unpacked package's directory
+    assert kmod.resolve(str(k.image)).config_path == root / "boot/config-6.12.117+deb12-amd64"
+    assert kmod.resolve("6.1").release == "6.1.0-56-amd64"    # falls back to /boot
+    with pytest.raises(kmod.KernelError, match=r"fetched into .*6\.12\.117\+deb12-amd64"):
+        kmod.resolve("6.2")
+
+
+def test_image_outside_boot_takes_the_config_beside_it(tmp_path):
+    d = tmp_path / "somewhere"
+    d.mkdir()
+    fake_bzimage(d / "vmlinuz", "6.9.0-test (x@y) #1")
+    assert kmod.resolve(str(d / "vmlinuz")).config == {}
+    (d / "config-6.9.0-test").write_text("CONFIG_XFS_FS=y\n")
+    assert kmod.resolve(str(d / "vmlinuz")).option("XFS_FS") == "y"
+
+
+def test_fragment_groups_the_options_per_feature():
+    features = kmod.fragment_features()
+    assert set(features) >= {"boot", "overlay", "loop", "dm", "dm-flakey", "ext4", "xfs", "btrfs", "nfs"}
+    assert "-" not in features
+    assert "CONFIG_DM_FLAKEY" in features["dm-flakey"]
+    assert "CONFIG_OVERLAY_FS" in features["overlay"]
+    assert {"CONFIG_NFS_FS", "CONFIG_NFSD"} <= set(features["nfs"])
+    assert {"CONFIG_9P_FS", "CONFIG_VIRTIO_PCI"} <= set(features["boot"])
+    assert "CONFIG_IKCONFIG" not in {o for opts in features.values() for o in opts}  # unchecked group
+
+
+def test_missing_options_from_a_config(tmp_path):
+    fragment = tmp_path / "frag.config"
+    fragment.write_text("## feature: dm\nCONFIG_MD=y\nCONFIG_BLK_DEV_DM=y\n"
+                        "## feature: dm-flakey\nCONFIG_DM_FLAKEY=y\n"
+                        "## feature: xfs\nCONFIG_XFS_FS=y\n"
+                        "## feature: -\nCONFIG_IKCONFIG=y\n")
+    k = kmod.Kernel(image=Path("/x"), release="6.9.0", run_arg="/x", config_path=Path("/x/.config"),
+                    config={"CONFIG_MD": "y", "CONFIG_BLK_DEV_DM": "m", "CONFIG_XFS_FS": "n"})
+    missing = kmod.missing_options(k, fragment=fragment)
+    assert missing == {"dm-flakey": ["CONFIG_DM_FLAKEY"], "xfs": ["CONFIG_XFS_FS"]}
+    assert kmod.missing_options(k, ["dm"], fragment=fragment) == {}
+    assert kmod.missing_options(k, ["xfs"], fragment=fragment) == {"xfs": ["CONFIG_XFS_FS"]}
+    assert kmod.describe_missing(k, missing) == (
+        "kernel 6.9.0 lacks dm-flakey (CONFIG_DM_FLAKEY); xfs (CONFIG_XFS_FS) per /x/.config")
+    with pytest.raises(KeyError, match="nfs"):
+        kmod.missing_options(k, ["nfs"], fragment=fragment)
+    k.config = {}   # no config known (a bare bzImage): nothing can be said
+    assert kmod.missing_options(k, fragment=fragment) == {}
+
+
+@pytest.mark.parametrize("release", ["6.1.0-56-amd64"])
+def test_debian_kernel_config_has_what_the_suite_needs(release):
+    """Against a real Debian config when this host has one (everything as modules)."""
+    cfg = Path("/boot") / f"config-{release}"
+    if not cfg.is_file():
+        pytest.skip(f"no {cfg} here")
+    k = kmod.Kernel(image=Path("/x"), release=release, run_arg="/x", config_path=cfg,
+                    config=kmod.parse_config(cfg))
+    assert kmod.missing_options(k) == {}

@@ -1,0 +1,95 @@
+"""harness.bisect's answers to git bisect run, with a stand-in for vng and for the case run."""
+
+import os
+import stat
+
+import pytest
+
+from harness import bisect
+
+
+def rec(case, outcome, message=""):
+    return {"case": case, "nodeid": case, "kernel": "k", "outcome": outcome, "message": message}
+
+
+BOOT = rec(bisect.BOOT_CASE, "passed")
+
+
+@pytest.mark.parametrize("results, status, expected", [
+    ([BOOT, rec("cases/a.py::t", "passed"), rec("cases/a.py::u", "xfailed")], 0, bisect.GOOD),
+    ([BOOT, rec("cases/a.py::t", "failed", "AssertionError: assert 0 == 5")], 1, bisect.BAD),
+    ([BOOT, rec("cases/a.py::t", "error", "HarnessError: mount failed")], 1, bisect.BAD),
+    ([rec(bisect.BOOT_CASE, "error", "BootError: no guest agent after 180 s"),
+      rec("cases/a.py::t", "error", "BootError: no guest agent after 180 s")], 1, bisect.SKIP),
+    ([rec(bisect.BOOT_CASE, "failed", "assert '6.1.0' == '6.13.0-rc1-virtme'")], 1, bisect.SKIP),
+    ([BOOT, rec("cases/a.py::t", "skipped", "kernel lacks dm-flakey (CONFIG_DM_FLAKEY)")], 0, bisect.SKIP),
+    # -k deselected the boot case: a boot failure shows as errors of the chosen cases.
+    ([rec("cases/a.py::t", "error", "vng exited with 1 before the guest agent started")], 1, bisect.SKIP),
+    ([], 5, bisect.ABORT),
+    ([], 2, bisect.ABORT),
+])
+def test_verdict(results, status, expected):
+    code, why = bisect.verdict({"results": results}, status)
+    assert code == expected, why
+
+
+def test_no_summary_at_all_is_a_skip():
+    assert bisect.verdict(None, 1)[0] == bisect.SKIP
+
+
+def test_a_one_kernel_run_stopped_by_a_boot_failure_is_a_skip():
+    out = "!!! _pytest.outcomes.Exit: 6.13.0-rc1-virtme: the VM did not boot: no guest agent !!!\n"
+    assert bisect.verdict(None, 3, out) == (
+        bisect.SKIP, "!!! _pytest.outcomes.Exit: 6.13.0-rc1-virtme: the VM did not boot: no guest agent !!!")
+    assert bisect.verdict(None, 3, "INTERNALERROR> KeyError")[0] == bisect.ABORT
+
+
+def fake_vng(tmp_path, build_exit, make_image):
+    script = tmp_path / "vng"
+    script.write_text("#!/bin/sh\n"
+                      f"echo \"$@\" >> {tmp_path}/vng.calls\n"
+                      'case " $* " in *" --build "*) '
+                      + ("mkdir -p arch/x86/boot && echo image > arch/x86/boot/bzImage; "
+                         if make_image else "")
+                      + f"exit {build_exit};; esac\nexit 0\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    t = tmp_path / "linux"
+    t.mkdir()
+    (t / "Makefile").write_text("# kernel\n")
+    return t
+
+
+def test_a_commit_that_does_not_build_is_skipped(tmp_path, tree, monkeypatch):
+    monkeypatch.setattr(bisect, "vng_command", lambda: fake_vng(tmp_path, 2, False))
+    monkeypatch.setattr(bisect, "run_cases", lambda *a: pytest.fail("no cases without a kernel"))
+    assert bisect.main(["--tree", str(tree), "--results-dir", str(tmp_path / "r")]) == bisect.SKIP
+    calls = (tmp_path / "vng.calls").read_text().splitlines()
+    assert calls[0] == f"--kconfig --config {bisect.kernel_mod.FRAGMENT}"
+    assert calls[1].startswith("--build --config ")
+
+
+def test_a_built_kernel_is_tested_and_judged(tmp_path, tree, monkeypatch):
+    monkeypatch.setattr(bisect, "vng_command", lambda: fake_vng(tmp_path, 0, True))
+    seen = {}
+
+    def fake_run(tree_arg, pytest_args, results_dir):
+        seen.update(tree=tree_arg, args=pytest_args, results=results_dir)
+        return 1, {"results": [BOOT, rec("cases/test_volatile.py::t[ext4]", "failed", "assert 0 == 5")]}, ""
+
+    monkeypatch.setattr(bisect, "run_cases", fake_run)
+    code = bisect.main(["--tree", str(tree), "--results-dir", str(tmp_path / "r"), "--keep-config",
+                        "--", "cases/test_volatile.py", "-k", "ext4"])
+    assert code == bisect.BAD
+    assert seen["tree"] == tree and seen["args"] == ["cases/test_volatile.py", "-k", "ext4"]
+    assert os.path.isdir(seen["results"]) and str(seen["results"]).startswith(str(tmp_path / "r"))
+    # --keep-config with no .config yet still configures once.
+    assert (tmp_path / "vng.calls").read_text().splitlines()[0].startswith("--kconfig")
+
+
+def test_not_a_kernel_tree_aborts(tmp_path):
+    assert bisect.main(["--tree", str(tmp_path), "--no-build"]) == bisect.ABORT
