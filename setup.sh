@@ -12,6 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 PACKAGES=(
   qemu-system-x86 openssh-server openssh-client busybox-static udev kmod iproute2
   dmsetup e2fsprogs xfsprogs btrfs-progs attr util-linux
+  nfs-kernel-server nfs-common rpcbind
   python3 python3-venv
   linux-image-amd64
 )
