@@ -11,6 +11,7 @@ import pytest
 
 from . import accel as accel_mod
 from . import kernel as kernel_mod
+from . import splat
 from .devices import FILESYSTEMS, Filesystem, ScratchDevice
 from .guest import Guest, HarnessError
 from .overlay import Overlay, make_tree
@@ -29,7 +30,8 @@ def pytest_addoption(parser):
                 help="auto probes KVM once per host (cached) and falls back to TCG")
     g.addoption("--accel-reprobe", action="store_true", help="redo the cached KVM probe")
     g.addoption("--vm-memory", default="2G", help="guest memory (default 2G)")
-    g.addoption("--vm-cpus", type=int, default=2, help="guest CPUs (default 2)")
+    g.addoption("--vm-cpus", type=int, default=None,
+                help="guest CPUs (default: the host's CPUs shared among the VMs of a run)")
     g.addoption("--boot-timeout", type=float, default=180.0,
                 help="seconds for a VM to become ready (default 180)")
     g.addoption("--call-timeout", type=float, default=120.0,
@@ -63,6 +65,9 @@ class HarnessState:
         self.run_dir = base / run_id
         self.vms = {}
         self.failed_nodes = 0
+        self.splat_policy = splat.Policy.load()
+        self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
+        self.boot_times = []
 
     @property
     def accel(self):
@@ -80,10 +85,12 @@ class HarnessState:
         if vm is None:
             opt = self.config.getoption
             worker = getattr(self.config, "workerinput", {}).get("workerid", "main")
+            workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1))
+            cpus = opt("vm_cpus") or max(1, (os.cpu_count() or 1) // workers)
             vm = VM(kernel, self.accel, self.run_dir / f"{kernel.release}-{worker}",
-                    memory=opt("vm_memory"), cpus=opt("vm_cpus"),
+                    memory=opt("vm_memory"), cpus=cpus,
                     boot_timeout=opt("boot_timeout"), call_timeout=opt("call_timeout"),
-                    name=f"ovh-{worker}")
+                    name=f"ovh-{os.getpid()}-{worker}")
             self.vms[kernel.release] = vm
         return vm
 
@@ -101,6 +108,7 @@ STATE_KEY = pytest.StashKey[HarnessState]()
 
 def pytest_configure(config):
     config.stash[STATE_KEY] = HarnessState(config)
+    config.pluginmanager.register(TimeKeeper(config.stash[STATE_KEY]), "overlay-harness-times")
     for name, doc in [
         ("volatile", "overlay volatile mounts"), ("errseq", "writeback error sequence semantics"),
         ("syncfs", "syncfs error reporting"), ("shared_upper", "several overlays on one upper fs"),
@@ -116,6 +124,14 @@ def pytest_configure(config):
 
 def pytest_configure_node(node):  # xdist: every worker writes into the same run directory
     node.workerinput["ovh_run_id"] = _state(node.config).run_id
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one VM per worker, as many as the cores and the free memory allow."""
+    from .vm import _mem_available_bytes, _size_bytes
+    per_vm = _size_bytes(config.getoption("vm_memory")) + (512 << 20)  # + QEMU's own
+    by_memory = (_mem_available_bytes() or per_vm) // per_vm
+    return max(1, min(os.cpu_count() or 1, by_memory))
 
 
 def pytest_unconfigure(config):
@@ -135,7 +151,12 @@ def _versions():
 def pytest_report_header(config):
     state = _state(config)
     qemu, vng = _versions()
-    lines = [f"kernel: {k.release} ({k.image})" for k in state.kernels]
+    lines = []
+    for k in state.kernels:
+        lacking = kernel_mod.missing_options(k)
+        note = f"; {kernel_mod.describe_missing(k, lacking)}" if lacking else (
+            "" if kernel_mod.config_known(k) else "; no config to check")
+        lines.append(f"kernel: {k.release} ({k.image}){note}")
     lines.append(f"accel: {state.accel.name} ({state.accel.reason})")
     lines.append(f"qemu: {qemu}; virtme-ng: {vng}; results: {state.run_dir}")
     return lines
@@ -173,6 +194,7 @@ FEATURES = {
     "ext4": ("ext4", "filesystem"),
     "xfs": ("xfs", "filesystem"),
     "btrfs": ("btrfs", "filesystem"),
+    "nfs": ("nfsd", "filesystem"),
 }
 
 
@@ -204,7 +226,14 @@ def prepare_guest(machine):
 
 
 def require(guest, *features):
-    """Skip the case, naming what is missing, unless the guest kernel has `features`."""
+    """Skip the case, naming what is missing, unless the guest kernel has `features`:
+    first by the kernel's config (naming the CONFIG_ options), then by what the guest
+    could load."""
+    kernel = guest.vm.kernel
+    known = kernel_mod.fragment_features()
+    lacking = kernel_mod.missing_options(kernel, [f for f in features if f in known])
+    if lacking:
+        pytest.skip(kernel_mod.describe_missing(kernel, lacking))
     have = guest.vm.features
     missing = [f for f in features if not have.get(f)]
     if missing:
@@ -215,34 +244,35 @@ def require(guest, *features):
 def vm(kernel, request):
     """A booted VM running `kernel`, shared by the cases of this session."""
     state = _state(request.config)
+    lacking = kernel_mod.missing_options(kernel, ["boot"])
+    if lacking:
+        pytest.skip(kernel_mod.describe_missing(kernel, lacking) + ": virtme-ng cannot boot it")
     machine = state.vm_for(kernel)
     if not machine.alive():
-        machine.start()
-        prepare_guest(machine)
+        _boot(machine, single=len(state.kernels) == 1)
     yield machine
     machine.stop()
 
 
+def _boot(machine, single=True):
+    """(Re)boot a VM. When it cannot boot, stop the run with one clear message (one
+    kernel), or fail this kernel's cases with it (several kernels)."""
+    try:
+        machine.restart() if machine.proc else machine.start()
+        prepare_guest(machine)
+    except HarnessError as e:
+        machine.stop()
+        message = f"{machine.kernel.release}: the VM did not boot: {e}"
+        if single:
+            pytest.exit(message, returncode=3)
+        pytest.fail(message, pytrace=False)
+
+
 class Scratch:
-    """Per-case cleanup stack and scratch directory in the guest."""
+    """The case's scratch directory in the guest (a tmpfs of its own)."""
 
-    def __init__(self, guest, path):
-        self.guest = guest
+    def __init__(self, path):
         self.path = path
-        self._deferred = []
-
-    def defer(self, fn, *args, **kwargs):
-        self._deferred.append((fn, args, kwargs))
-
-    def run_deferred(self):
-        errors = []
-        while self._deferred:
-            fn, args, kwargs = self._deferred.pop()
-            try:
-                fn(*args, **kwargs)
-            except Exception as e:  # keep cleaning; report all at the end
-                errors.append(f"{getattr(fn, '__name__', fn)}{args}: {e}")
-        return errors
 
 
 def guest_block_devices(guest):
@@ -295,26 +325,30 @@ def _case_dirname(nodeid):
 @pytest.fixture
 def guest(vm, request):
     """The agent of `vm`, for this case: call log, scratch tmpfs, cleanup, leak check."""
-    vm.check_alive()
+    if not _healthy(vm):  # the last case lost the VM (panic, hang, QEMU killed): boot afresh
+        _boot(vm)
+    if vm.boots != vm.reported_boots:  # this case waited for a boot: say so in its report
+        request.node.user_properties.append(("vm_boot_s", round(vm.timings["ready"], 2)))
+        vm.reported_boots = vm.boots
     apply_known_issues(request, vm.guest_release)
     g = Guest(vm.agent, release=vm.guest_release, label=vm.kernel.release)
     g.vm = vm
-    g.kmsg_start = g.must.kmsg_seq()
+    g.kmsg_start = g.kmsg_checked = g.must.kmsg_seq()
+    g.taint_start = int(g.must.read_file("/proc/sys/kernel/tainted"))
     request.node.stash[GUEST_KEY] = g
     before_mounts = set(g.mounts())
     before_devs = set(guest_block_devices(g))
     path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
     g.run(["mkdir", "-p", path])
     g.must.mount("ovh-scratch", path, "tmpfs", 0, "size=1g,mode=0755")
-    g.scratch = Scratch(g, path)
-    g.defer = g.scratch.defer
+    g.scratch = Scratch(path)
     g.defer(_remove_scratch, g, path)
     yield g
-    if not vm.alive() or vm.agent is None or vm.agent.broken:
-        return  # the guest is gone: nothing to clean, the failure says why
+    if not _healthy(vm):
+        return  # the guest is gone: nothing to clean, the error says why
     g.must.chdir("/")
     open_fds = g.must.close_all()  # open files would keep the mounts busy
-    errors = g.scratch.run_deferred()
+    errors = g.run_deferred()
     leaks = [f"mount {m}" for m in g.mounts() if m not in before_mounts]
     leaks += [f"block device {d}" for d in guest_block_devices(g) if d not in before_devs]
     if leaks:
@@ -368,16 +402,48 @@ def _force_cleanup(g, path):
     g.run(["rm", "-rf", path], check=False)
 
 
+def _healthy(vm):
+    return vm.alive() and vm.agent is not None and not vm.agent.broken
+
+
+def check_kernel_log(g, policy):
+    """Splats logged since the last check (the case's start), as an excerpt or None."""
+    recs = g.vm.agent.request("kmsg", [g.kmsg_checked])
+    taint = int(g.vm.agent.request("read_file", ["/proc/sys/kernel/tainted"]))
+    if recs:
+        g.kmsg_checked = recs[-1][0]
+    found = splat.find_splats(recs, policy, g.taint_start, taint)
+    g.taint_start = taint
+    return splat.excerpt(recs, found) if found else None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     g = item.stash.get(GUEST_KEY, None)
-    if g is None or not rep.failed:
+    if g is None:
         return
     state = _state(item.config)
-    state.failed_nodes += 1
     vm = g.vm
+    if call.excinfo is not None and isinstance(call.excinfo.value, HarnessError):
+        # The VM or the harness broke: an error of the run, not a result of the case.
+        rep.ovh_error = True
+    elif rep.when in ("call", "teardown") and _healthy(vm):
+        try:
+            found = check_kernel_log(g, state.splat_policy)
+        except HarnessError as e:
+            found, rep.ovh_error = None, True
+            rep.longrepr = f"the guest was lost while reading its kernel log: {e}"
+            rep.outcome = "failed"
+        if found:
+            rep.outcome = "failed"
+            rep.longrepr = f"kernel splat during the case:\n{found}"
+            if hasattr(rep, "wasxfail"):
+                del rep.wasxfail
+    if not rep.failed:
+        return
+    state.failed_nodes += 1
     rep.sections.append(("guest: kernel", f"{vm.kernel.release} ({vm.kernel.image}), "
                                           f"guest reports {g.release}, accel {vm.accel.name}"))
     repro = g.reproducer(f"for {item.nodeid} on {g.release}")
@@ -385,15 +451,56 @@ def pytest_runtest_makereport(item, call):
     repro_dir.mkdir(parents=True, exist_ok=True)
     repro_file = repro_dir / f"{_case_dirname(item.nodeid)}.py"
     repro_file.write_text(repro)
-    rep.sections.append(("guest: calls (reproducer, also in %s)" % repro_file, repro))
-    if vm.agent is not None and not vm.agent.broken:
+    rep.sections.append((f"guest: calls (reproducer, also in {repro_file})", repro))
+    if _healthy(vm):
         try:
             recs = vm.agent.request("kmsg", [g.kmsg_start])
             text = "\n".join(f"[{usec / 1e6:12.6f}] {msg}" for _seq, _lvl, usec, msg in recs[-80:])
             rep.sections.append(("guest: dmesg since the case began", text or "(nothing)"))
         except HarnessError as e:
             rep.sections.append(("guest: dmesg", f"unavailable: {e}"))
-    rep.sections.append((f"guest: console (last lines of {vm.console_log})", vm.console_tail(30)))
+    rep.sections.append((f"guest: console (last lines of {vm.console_log})", vm.console_tail(40)))
+
+
+class TimeKeeper:
+    """Where the time goes: VM boots, and each case's set-up, body and teardown.
+
+    Registered as a plugin so that it sees every report, in the xdist controller too."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def pytest_runtest_logreport(self, report):
+        if report.when not in self.state.phase_times:
+            return
+        seconds = report.duration
+        if report.when == "setup":
+            boot = dict(report.user_properties).get("vm_boot_s")
+            if boot:
+                self.state.boot_times.append(boot)
+                seconds = max(0.0, seconds - boot)
+        self.state.phase_times[report.when].append(seconds)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        st = self.state
+        if not st.boot_times:
+            return
+        n = len(st.phase_times["call"])
+        tot = {k: sum(v) for k, v in st.phase_times.items()}
+        med = {k: (sorted(v)[len(v) // 2] if v else 0.0) for k, v in st.phase_times.items()}
+        tr = terminalreporter
+        tr.section("overlay-harness: where the time went")
+        tr.line(f"{len(st.boot_times)} VM boot(s): {sum(st.boot_times):.1f} s "
+                f"(median {sorted(st.boot_times)[len(st.boot_times) // 2]:.1f} s to ready)")
+        tr.line(f"{n} cases: set-up {tot['setup']:.1f} s, body {tot['call']:.1f} s, "
+                f"teardown {tot['teardown']:.1f} s; per case median: set-up {med['setup']:.2f} s, "
+                f"body {med['call']:.2f} s, teardown {med['teardown']:.2f} s")
+
+
+def pytest_report_teststatus(report, config):
+    if getattr(report, "ovh_error", False) and report.failed:
+        return "error", "E", ("ERROR", {"red": True})
+    return None
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -401,6 +508,7 @@ def pytest_sessionfinish(session, exitstatus):
     if state is None:
         return
     state.stop_all()
-    if state.failed_nodes == 0 and exitstatus == 0 and state.run_dir.exists():
+    # session.exitstatus: other plugins (harness.report's regressions) may have failed the run
+    if state.failed_nodes == 0 and session.exitstatus == 0 and state.run_dir.exists():
         for vm in state.vms.values():  # logs are kept only when something failed
             shutil.rmtree(vm.workdir, ignore_errors=True)
