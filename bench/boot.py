@@ -29,6 +29,7 @@ GUEST_MARKS = {
     "udev_settle": r"virtme-ng-init: waiting for udev to settle",
     "agent_start": r"virtme-ng-init: starting script",
 }
+AGENT_READY = r"OVH-AGENT-READY \d+ \S+ uptime (\d+\.\d+)"
 
 
 def guest_phases(console):
@@ -37,6 +38,9 @@ def guest_phases(console):
         m = re.search(r"\[\s*(\d+\.\d+)\] " + pattern, console)
         if m:
             out[name] = float(m.group(1))
+    m = re.search(AGENT_READY, console)
+    if m:
+        out["agent_ready"] = float(m.group(1))
     return out
 
 
@@ -78,7 +82,7 @@ def main():
     print(f"    agent listening    {med['agent_listening']:6.1f} s")
     print(f"    SSH up             {med['ssh'] - med['agent_listening']:6.1f} s after that")
     print(f"    first answer       {med['ready'] - med['ssh']:6.1f} s after that")
-    for name in GUEST_MARKS:
+    for name in [*GUEST_MARKS, "agent_ready"]:
         if name in med:
             print(f"  guest clock: {name:12s} at {med[name]:5.1f} s")
     print(f"  agent round trip     {med['rt_ms']:6.2f} ms median, {med['rt95_ms']:.2f} ms p95")

@@ -36,6 +36,7 @@ LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 
 FS_IOC_FIEMAP = 0xC020660B
+LOOP_SET_FD, LOOP_CLR_FD, LOOP_CTL_GET_FREE = 0x4C00, 0x4C01, 0x4C82
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_LAST = 0x1
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -300,6 +301,35 @@ class Agent:
         finally:
             os.close(fd)
 
+    def op_loop_attach(self, path):
+        """Attach `path` to a free loop device (what `losetup --find --show` does); its name."""
+        import fcntl
+        with open("/dev/loop-control", "rb", buffering=0) as ctl:
+            while True:
+                index = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                dev = f"/dev/loop{index}"
+                backing = os.open(path, os.O_RDWR)
+                loop = os.open(dev, os.O_RDWR)
+                try:
+                    fcntl.ioctl(loop, LOOP_SET_FD, backing)
+                    return dev
+                except OSError as e:
+                    if e.errno != errno.EBUSY:  # taken between GET_FREE and SET_FD: next one
+                        raise
+                finally:
+                    os.close(loop)
+                    os.close(backing)
+
+    def op_loop_detach(self, dev):
+        """Detach a loop device (`losetup -d`)."""
+        import fcntl
+        fd = os.open(dev, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, LOOP_CLR_FD)
+        finally:
+            os.close(fd)
+        return 0
+
     def op_run(self, argv, timeout=60, input=None, env=None):
         import subprocess
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
@@ -388,14 +418,27 @@ class Agent:
             wfile.flush()
 
 
+SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFADDR, SIOCSIFADDR, SIOCSIFNETMASK = (
+    0x8913, 0x8914, 0x8915, 0x8916, 0x891C)
+IFF_UP = 0x1
+
+
+def _ifreq_addr(name, dotted):
+    """struct ifreq carrying a struct sockaddr_in."""
+    import struct
+    return struct.pack("16sHH4s8x", name.encode(), socket.AF_INET, 0, socket.inet_aton(dotted))
+
+
 def ensure_network(timeout=20.0):
-    """Make sure the virtio NIC carries slirp's guest address.
+    """Make sure the virtio NIC carries slirp's guest address (10.0.2.15/24).
 
     virtme-ng starts DHCP on the NIC while udev may still be renaming it
     (eth0 -> enp0sN); when that race is lost the NIC stays down and SSH never
-    answers. Configure it statically in that case (slirp's defaults).
+    answers. Configure it statically in that case, with ioctls: no process to
+    start over 9p.
     """
-    import subprocess
+    import fcntl
+    import struct
     deadline = time.monotonic() + timeout
     nic = None
     while nic is None and time.monotonic() < deadline:
@@ -409,38 +452,57 @@ def ensure_network(timeout=20.0):
     if nic is None:
         print("agent: no virtio NIC found", file=sys.stderr, flush=True)
         return
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", nic],
-                         capture_output=True, text=True).stdout
-    if "inet " in out:
-        return
-    for argv in (["ip", "link", "set", "dev", nic, "up"],
-                 ["ip", "addr", "replace", "10.0.2.15/24", "dev", nic],
-                 ["ip", "route", "replace", "default", "via", "10.0.2.2"]):
-        subprocess.run(argv, check=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            fcntl.ioctl(s, SIOCGIFADDR, _ifreq_addr(nic, "0.0.0.0"))
+            return  # DHCP did its job
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:
+                raise
+        fcntl.ioctl(s, SIOCSIFADDR, _ifreq_addr(nic, "10.0.2.15"))
+        fcntl.ioctl(s, SIOCSIFNETMASK, _ifreq_addr(nic, "255.255.255.0"))
+        req = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", nic.encode(), 0))
+        flags = struct.unpack_from("16sH", req)[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", nic.encode(), flags | IFF_UP))
     print(f"agent: {nic} had no address (virtme-ng DHCP lost a race with udev); "
           "set 10.0.2.15/24", file=sys.stderr, flush=True)
 
 
+USAGE = """usage: agent.py [--listen HOST:PORT] [--ensure-network]
+  (no option)        serve requests on stdin/stdout
+  --listen H:P       serve connections on a TCP address (in the guest: its loopback)
+  --ensure-network   first give the VM's NIC slirp's address if DHCP did not (guest only)"""
+
+
 def main(argv):
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--listen", metavar="HOST:PORT",
-                    help="serve connections on a TCP address (default: stdin/stdout)")
-    ap.add_argument("--ensure-network", action="store_true",
-                    help="configure the VM's NIC if DHCP did not (guest only)")
-    opts = ap.parse_args(argv)
+    # No argparse: every import costs time when the guest reads the stdlib over 9p.
+    listen, net = None, False
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--listen" and args:
+            listen = args.pop(0)
+        elif arg == "--ensure-network":
+            net = True
+        else:
+            print(USAGE, file=sys.stderr)
+            return 2
     agent = Agent()
-    if not opts.listen:
+    if not listen:
         agent.serve(sys.stdin.buffer, sys.stdout.buffer)
         return 0
-    if opts.ensure_network:
+    if net:
+        t = time.monotonic()
         ensure_network()
-    host, _, port = opts.listen.rpartition(":")
+        print(f"agent: network checked in {time.monotonic() - t:.2f} s", file=sys.stderr, flush=True)
+    host, _, port = listen.rpartition(":")
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((host, int(port)))
     srv.listen(1)
-    print(f"{READY_MARK} {port} {os.uname().release}", flush=True)
+    with open("/proc/uptime") as f:
+        uptime = f.read().split()[0]
+    print(f"{READY_MARK} {port} {os.uname().release} uptime {uptime}", flush=True)
     while True:
         conn, _ = srv.accept()
         with conn, conn.makefile("rb") as r, conn.makefile("wb") as w:

@@ -44,29 +44,38 @@ class ScratchDevice:
         self.backing = f"{backing_dir or guest.scratch.path}/{name}.img"
         self.loop = None
         self.table = None
+        self.path = None  # /dev/dm-N once created
 
-    @property
-    def path(self):
-        return f"/dev/mapper/{self.name}"
 
     def create(self):
         g = self.guest
         fd = g.must.open(self.backing, 0o100 | 0o1, 0o600)  # O_CREAT | O_WRONLY
         g.must.ftruncate(fd, self.size_bytes)                 # sparse
         g.must.close(fd)
-        self.loop = g.run(["losetup", "--find", "--show", self.backing]).stdout.strip()
+        self.loop = g.must.loop_attach(self.backing)
         g.defer(self._remove_loop)
-        g.run(["dmsetup", "create", self.name, "--table", self._linear_table()])
+        # --noudevsync: no waiting for udev's /dev/mapper link; the kernel's own node
+        # (/dev/dm-N on devtmpfs) is there as soon as the device is.
+        g.run(["dmsetup", "create", "--noudevsync", self.name, "--table", self._linear_table()])
         self.table = "linear"
         g.defer(self._remove_dm)
+        self.path = f"/dev/{self._kernel_name()}"
         return self
 
+    def _kernel_name(self):
+        for block in self.guest.must.listdir("/sys/block"):
+            if block.startswith("dm-"):
+                name = self.guest.read_file(f"/sys/block/{block}/dm/name")
+                if isinstance(name, bytes) and name.decode().strip() == self.name:
+                    return block
+        raise DeviceError(f"dm device {self.name} has no /sys/block entry")
+
     def _remove_loop(self):
-        self.guest.run(["losetup", "-d", self.loop])
+        self.guest.must.loop_detach(self.loop)
         self.guest.must.unlink(self.backing)
 
     def _remove_dm(self):
-        self.guest.run(["dmsetup", "remove", "--retry", self.name])
+        self.guest.run(["dmsetup", "remove", "--noudevsync", "--retry", self.name])
 
     # -- tables ----------------------------------------------------------------
     def _linear_table(self, start=0, count=None):
@@ -79,11 +88,10 @@ class ScratchDevice:
         if not self.faults and label != "linear":
             self.table = f"{label} (not loaded: --without-faults)"
             return
-        g.run(["dmsetup", "suspend", "--nolockfs", self.name])
-        try:
-            g.run(["dmsetup", "load", self.name, "--table", table])
-        finally:
-            g.run(["dmsetup", "resume", self.name])
+        # Resuming with a new table suspends the device first; --nolockfs keeps that
+        # suspend from freezing (and so flushing) the filesystem above it.
+        g.run(["dmsetup", "load", self.name, "--table", table])
+        g.run(["dmsetup", "resume", "--nolockfs", "--noudevsync", self.name])
         self.table = label
 
     def linear(self):

@@ -185,44 +185,42 @@ def kernel(request):
     return getattr(request, "param", None) or _state(request.config).kernels[0]
 
 
-# Kernel features the cases need: module to load, and how to tell it is there.
+# Kernel features the cases need, by the module that provides them.
 FEATURES = {
-    "overlay": ("overlay", "filesystem"),
-    "loop": ("loop", "/dev/loop-control"),
-    "dm": ("dm_mod", "/dev/mapper/control"),
-    "dm-flakey": ("dm_flakey", "target flakey"),
-    "ext4": ("ext4", "filesystem"),
-    "xfs": ("xfs", "filesystem"),
-    "btrfs": ("btrfs", "filesystem"),
-    "nfs": ("nfsd", "filesystem"),
+    "overlay": "overlay", "loop": "loop", "dm": "dm_mod", "dm-flakey": "dm_flakey",
+    "ext4": "ext4", "xfs": "xfs", "btrfs": "btrfs", "nfs": "nfsd",
 }
-
+# Loaded at boot: their control devices must exist before the first case. The rest load
+# on first use (mount, dm table), so a run pays only for what its cases use.
+PRELOAD = ["loop", "dm_mod"]
 
 # Writeback only when a case asks for it (sync, fsync, syncfs): no periodic flusher
 # writing dirty pages back before or after an error window.
 SYSCTLS = {"vm/dirty_writeback_centisecs": "0", "vm/dirty_expire_centisecs": "360000"}
 
 
+def guest_modules(g):
+    """Module names the guest kernel has, built in or loadable (from modules.builtin/.dep)."""
+    names = set()
+    base = f"/lib/modules/{g.uname()[2]}"
+    for index in ("modules.builtin", "modules.dep"):
+        text = g.read_file(f"{base}/{index}")
+        if isinstance(text, bytes):
+            for line in text.decode(errors="replace").splitlines():
+                path = line.split(":", 1)[0]
+                names.add(path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_"))
+    return names
+
+
 def prepare_guest(machine):
-    """Set the guest up for cases; load the modules they use and record which
-    features the guest kernel has."""
+    """Set the guest up for cases, and record which features its kernel has."""
     g = Guest(machine.agent)
     for key, value in SYSCTLS.items():
         g.must.write_file(f"/proc/sys/{key}", value.encode())
-    for module, _ in FEATURES.values():
-        g.run(["modprobe", module], check=False)
-    filesystems = g.must.read_file("/proc/filesystems").decode().split()
-    targets = g.run(["dmsetup", "targets"], check=False).stdout.split()
-    found = {}
-    for name, (module, how) in FEATURES.items():
-        if how == "filesystem":
-            found[name] = module in filesystems
-        elif how.startswith("target "):
-            found[name] = how.split()[1] in targets
-        else:
-            found[name] = isinstance(g.stat(how), dict)
-    machine.features = found
-    return found
+    g.run(["modprobe", "-a", *PRELOAD], check=False)
+    modules = guest_modules(g)
+    machine.features = {name: module in modules for name, module in FEATURES.items()}
+    return machine.features
 
 
 def require(guest, *features):
@@ -339,7 +337,7 @@ def guest(vm, request):
     before_mounts = set(g.mounts())
     before_devs = set(guest_block_devices(g))
     path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
-    g.run(["mkdir", "-p", path])
+    g.must.makedirs(path)
     g.must.mount("ovh-scratch", path, "tmpfs", 0, "size=1g,mode=0755")
     g.scratch = Scratch(path)
     g.defer(_remove_scratch, g, path)

@@ -25,14 +25,16 @@ import time
 PR_SET_PDEATHSIG = 1
 
 
-def kill_group(pgid, grace=3.0):
-    """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
+def kill_group(child, grace=3.0):
+    """SIGTERM the child's process group, then SIGKILL whatever is left after `grace` s."""
+    pgid = child.pid
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        child.poll()  # reap the leader: a zombie still counts as a member of the group
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -72,7 +74,7 @@ def main(argv):
     killed = False
     while True:
         if not killed and (stop or os.getppid() != opts.parent):
-            kill_group(child.pid)
+            kill_group(child)
             killed = True
         ready, _, _ = select.select([out], [], [], 0.2)
         if ready:
@@ -82,7 +84,7 @@ def main(argv):
             log.write(data)
     child.wait()
     # Whatever the command left in its group goes too.
-    kill_group(child.pid, grace=1.0)
+    kill_group(child, grace=1.0)
     log.close()
     return child.returncode if child.returncode >= 0 else 128 - child.returncode
 

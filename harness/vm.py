@@ -27,7 +27,17 @@ KERNEL_SILENT_S = 45.0
 # Extra kernel command line. Under TCG every module that udev loads at boot costs time
 # (read over 9p, verified, relocated), and virtme-ng waits for udev to settle before it
 # starts the agent: keep drivers for hardware the cases never use from loading.
-BOOT_CMDLINE = []  # with --verbose the kernel's first line comes within a second or two
+BOOT_CMDLINE = ["modprobe.blacklist=" + ",".join([
+    "kvm", "kvm_amd", "kvm_intel", "ccp", "irqbypass",             # no nested guests
+    "crct10dif_pclmul", "crc32_pclmul", "ghash_clmulni_intel",     # accelerated crypto the
+    "sha512_ssse3", "sha256_ssse3", "sha1_ssse3", "aesni_intel",   # cases do not need
+    "crypto_simd", "cryptd",
+    "sr_mod", "cdrom", "sg", "ahci", "libahci", "libata",           # q35's SATA and DVD
+    "iTCO_wdt", "intel_pmc_bxt", "iTCO_vendor_support", "i6300esb",  # watchdogs
+    "lpc_ich", "i2c_i801", "i2c_smbus", "qemu_fw_cfg",
+    "evdev", "psmouse", "serio_raw", "pcspkr", "button", "joydev",  # input
+    "powernow_k8", "acpi_cpufreq",
+])]  # with --verbose the kernel's first line comes within a second or two
 log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
