@@ -320,14 +320,21 @@ class Agent:
                     os.close(loop)
                     os.close(backing)
 
-    def op_loop_detach(self, dev):
-        """Detach a loop device (`losetup -d`)."""
+    def op_loop_detach(self, dev, timeout=10.0):
+        """Detach a loop device (`losetup -d`) and wait until it is: while another opener
+        (udev's probe) holds it, LOOP_CLR_FD only marks it for autoclear on last close."""
         import fcntl
         fd = os.open(dev, os.O_RDONLY)
         try:
             fcntl.ioctl(fd, LOOP_CLR_FD)
         finally:
             os.close(fd)
+        backing = f"/sys/block/{os.path.basename(dev)}/loop/backing_file"
+        deadline = time.monotonic() + timeout
+        while os.path.exists(backing):
+            if time.monotonic() > deadline:
+                raise OSError(errno.EBUSY, f"{dev} still attached after {timeout:.0f} s")
+            time.sleep(0.01)
         return 0
 
     def op_run(self, argv, timeout=60, input=None, env=None):

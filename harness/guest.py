@@ -317,8 +317,9 @@ class Guest:
         text = self.must.read_file("/proc/self/mountinfo").decode()
         return [line.split()[4].replace("\\040", " ") for line in text.splitlines()]
 
-    def reproducer(self, header=""):
-        """The call log as a Python script that replays it inside a guest."""
+    def reproducer(self, header="", prelude=()):
+        """The call log (after `prelude`, the calls that prepared the guest) as a Python
+        script that replays it inside a guest."""
         lines = [
             "#!/usr/bin/env python3",
             f"# Reproducer {header}".rstrip(),
@@ -332,14 +333,16 @@ class Guest:
             "def call(op, *args, **kwargs):",
             "    r = a.handle(__import__('json').dumps(",
             "        {'id': 0, 'op': op, 'args': list(args), 'kwargs': kwargs}))",
-            "    print(op, args, kwargs, '->', r.get('ok', r.get('name', r.get('error'))))",
+            "    shown = repr(r.get('ok', r.get('name', r.get('error'))))",
+            "    print(op, args, kwargs, '->', shown[:200] + ('...' if len(shown) > 200 else ''))",
             "    return r.get('ok')",
             "",
         ]
         fd_names = {}
-        for entry in self.log:
+        for entry in [*prelude, *self.log]:
             args = [self._repro_arg(a, entry.op, i, fd_names) for i, a in enumerate(entry.args)]
-            args += [f"{k}={self._repro_value(v)}" for k, v in entry.kwargs.items()]
+            args += [f"{k}={fd_names[v] if k == 'dir_fd' and v in fd_names else self._repro_value(v)}"
+                     for k, v in entry.kwargs.items()]
             result = entry.result
             shown = _short(result)
             if isinstance(result, Exception):

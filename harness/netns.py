@@ -1,28 +1,29 @@
 """Guest-side helper: a network namespace joined to the guest's own by a veth pair,
 an NFS server inside that namespace, and the link between them cut and restored.
 
-Runs inside the guest, as root, with the project's venv python (pyroute2 is there).
-`-S` keeps start-up cheap under TCG (the venv's site-packages are added only when
-pyroute2 is needed), `-I` keeps the current directory off sys.path (a case may
-sit inside an overlay whose lower is the NFS export while the link is down):
+Runs inside the guest, as root, with -I -S (a cheap start under TCG; -I also keeps
+the current directory, maybe inside an overlay whose NFS lower is cut off, off
+sys.path). pyroute2 is imported from --site, the directory it is installed in (the
+guest shares the host's root, so the project's venv is there):
 
-    PY=/path/to/.venv/bin/python; H=/path/to/harness/netns.py  (or: $PY -I -m harness.netns)
-    $PY -I -S $H net-start --ns PATH --veth NAME --peer NAME --addr A/N --peer-addr B/N --control SOCK
-    $PY -I -S $H net-ctl --control SOCK link NAME up|down [--in-ns]
-    $PY -I -S $H net-ctl --control SOCK stop
-    $PY -I -S $H teardown --ns PATH --veth NAME
-    $PY -I -S $H nfs-start --ns PATH --state DIR --export DIR --client IP [--fsid N]
-    $PY -I -S $H nfs-stop --state DIR
-    $PY -I -S $H leftovers --ns PATH --veth NAME
+    H="python3 -I -S harness/netns.py"
+    $H net-start --control SOCK --site DIR
+    $H net-ctl --control SOCK setup --ns PATH --veth NAME --peer NAME --addr A/N --peer-addr B/N
+    $H net-ctl --control SOCK link NAME up|down [--ns PATH]
+    $H net-ctl --control SOCK stop --ns PATH --veth NAME
+    $H teardown --ns PATH --veth NAME --site DIR
+    $H nfs-start --ns PATH --state DIR --export DIR --client IP [--fsid N]
+    $H nfs-stop --state DIR
+    $H leftovers --ns PATH --veth NAME
 
-Importing pyroute2 takes the better part of a minute in a TCG guest, so
-`net-start` forks a small control process that imports it once, makes the
+Importing pyroute2 takes several seconds in a TCG guest, so `net-start` forks one
+control process per VM that imports it once and serves requests on a UNIX socket
+(when one already answers there, `net-start` only says so): `setup` makes a
 namespace (pyroute2's netns.create, bound at PATH, whose directory pyroute2
-bind-mounts onto itself as `ip netns add` does with /run/netns), the veth pair
-with one end moved into it and addresses on both ends, then serves `net-ctl`
-requests on a UNIX socket: `link` sets an end up or down, `stop` removes the
-veth pair, the namespace and the bind mount, and ends the process. `teardown`
-does the same removal without a control process (a fallback).
+bind-mounts onto itself as `ip netns add` does with /run/netns), the veth pair with
+one end moved into it and addresses on both ends; `link` sets an end up or down;
+`stop` removes the veth pair, the namespace and the bind mount. `teardown` does the
+same removal without the control process (a fallback).
 
 `nfs-start` forks a supervisor that enters the namespace and a private mount
 namespace (so its tmpfs on /var/lib/nfs and its nfsd filesystem on /proc/fs/nfsd
@@ -30,8 +31,8 @@ are never seen by the guest's own mount table), starts rpcbind and rpc.mountd,
 exports DIR to IP, starts the kernel server (NFSv3) with rpc.nfsd, and reports
 ready. `nfs-stop` signals the supervisor, which stops nfsd (`rpc.nfsd 0`),
 unexports, and ends its daemons. The supervisor's log is DIR/server.log.
-`leftovers` lists (and fails on) server processes, nfsd threads, this helper's
-processes, the veth and the namespace still there once all was stopped.
+`leftovers` lists (and fails on) server processes, nfsd threads, the veth and the
+namespace still there once all was stopped.
 """
 
 import argparse
@@ -83,12 +84,9 @@ def _split(cidr):
     return addr, int(plen or 32)
 
 
-def _pyroute2():
-    """Import pyroute2 from the venv (sys.path lacks site-packages under -S)."""
-    ver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    venv = os.path.dirname(os.path.dirname(sys.executable))  # -S: sys.prefix is not the venv
-    site = os.path.join(venv, "lib", ver, "site-packages")
-    if site not in sys.path:
+def _pyroute2(site=None):
+    """Import pyroute2 (sys.path lacks site-packages under -S: `site` is where it is)."""
+    if site and site not in sys.path:
         sys.path.append(site)
     import pyroute2
     from pyroute2 import netns
@@ -130,10 +128,10 @@ def link(ifname, state, ns=None):
     return f"{ifname}: {state} (operstate {got})"
 
 
-def teardown(ns, veth):
+def teardown(ns, veth, site=None):
     """Remove the veth pair (both ends go together), the namespace and its directory's
     bind mount. Each step is tried; an exception lists the ones that failed."""
-    IPRoute, netns = _pyroute2()
+    IPRoute, netns = _pyroute2(site)
     failed = []
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=veth)
@@ -217,7 +215,23 @@ def _wait_ready(pid, r, timeout, logfile, what):
     return False
 
 
+def _request(control, req, timeout):
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    conn.connect(control)
+    with conn, conn.makefile("rwb") as f:
+        f.write(json.dumps(req).encode() + b"\n")
+        f.flush()
+        return json.loads(f.readline() or b'{"error": "no answer"}')
+
+
 def net_start(args):
+    try:
+        if "ok" in _request(args.control, {"cmd": "ping"}, timeout=10):
+            print(f"network control already serving on {args.control}")
+            return 0
+    except OSError:
+        pass  # none yet (or a dead one's socket): start it
     logfile = args.control + ".log"
     pid, fd = _daemonize(logfile)
     if pid == 0:
@@ -229,60 +243,46 @@ def net_start(args):
 
 
 def _net_serve(args, ready_fd):
-    _pyroute2()  # the slow part, once
-    _log(f"setup {args.ns}: {args.veth} {args.addr} <-> {args.peer} {args.peer_addr}")
+    _pyroute2(args.site)  # the slow part, once per VM
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if os.path.exists(args.control):
         os.unlink(args.control)
     srv.bind(args.control)
     srv.listen(4)
-    try:
-        setup(args.ns, args.veth, args.peer, args.addr, args.peer_addr)
-    except BaseException:
-        _log("setup failed: removing what was made")
-        try:
-            teardown(args.ns, args.veth)
-        finally:
-            os.unlink(args.control)
-        raise
     os.write(ready_fd, READY + b"\n")
     os.close(ready_fd)
+    handlers = {
+        "ping": lambda r: "pong",
+        "setup": lambda r: setup(r["ns"], r["veth"], r["peer"], r["addr"], r["peer_addr"]),
+        "link": lambda r: link(r["ifname"], r["state"], r.get("ns")),
+        "stop": lambda r: teardown(r["ns"], r["veth"]),
+    }
     while True:
         conn, _ = srv.accept()
         with conn, conn.makefile("rwb") as f:
             req = json.loads(f.readline() or b"{}")
             _log(f"request {req}")
             try:
-                if req.get("cmd") == "link":
-                    out = {"ok": link(req["ifname"], req["state"], args.ns if req.get("in_ns") else None)}
-                elif req.get("cmd") == "stop":
-                    out = {"ok": teardown(args.ns, args.veth)}
-                else:
-                    out = {"error": f"unknown request {req}"}
+                out = {"ok": handlers[req.get("cmd")](req)}
+            except KeyError as e:
+                out = {"error": f"bad request {req}: {e}"}
             except Exception as e:  # reported to the client
                 out = {"error": f"{type(e).__name__}: {e}"}
             _log(f"answer {out}")
             f.write(json.dumps(out).encode() + b"\n")
             f.flush()
-        if req.get("cmd") == "stop":
-            srv.close()
-            os.unlink(args.control)
-            return 0 if "ok" in out else 1
 
 
 def net_ctl(args):
-    req = {"cmd": args.what}
-    if args.what == "link":
-        req.update(ifname=args.ifname, state=args.state, in_ns=args.in_ns)
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(args.timeout)
-    conn.connect(args.control)
-    with conn, conn.makefile("rwb") as f:
-        f.write(json.dumps(req).encode() + b"\n")
-        f.flush()
-        out = json.loads(f.readline() or b'{"error": "no answer"}')
+    req = {k: v for k, v in vars(args).items()
+           if k in ("ns", "veth", "peer", "addr", "peer_addr", "ifname", "state") and v is not None}
+    req["cmd"] = args.what
+    out = _request(args.control, req, args.timeout)
+    if args.what == "setup" and "ok" not in out:
+        # a half-made namespace must not outlive the request
+        _request(args.control, {"cmd": "stop", "ns": args.ns, "veth": args.veth}, args.timeout)
     if "ok" in out:
-        print(out["ok"])
+        print(out["ok"] if out["ok"] is not None else "done")
         return 0
     print(out["error"], file=sys.stderr)
     return 1
@@ -451,7 +451,7 @@ def nfs_stop(args):
 
 def leftovers(veth, ns):
     """What a stopped server and a removed namespace must not leave behind: server
-    processes and kernel threads, this helper's own processes, the veth, the namespace."""
+    processes and kernel threads, its supervisor, the veth, the namespace."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -464,7 +464,7 @@ def leftovers(veth, ns):
         if int(pid) == os.getpid() or not _alive(int(pid)):
             continue
         if comm in ("rpcbind", "rpc.mountd", "nfsd") or (
-                "netns.py" in cmdline and ("net-start" in cmdline or "nfs-start" in cmdline)):
+                "netns.py" in cmdline and "nfs-start" in cmdline):
             found.append(f"process {pid} {comm} ({cmdline or 'kernel thread'})")
     if os.path.exists(f"/sys/class/net/{veth}"):
         found.append(f"interface {veth}")
@@ -479,24 +479,22 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -I -S harness/netns.py",
                                  description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("net-start")
-    p.add_argument("--ns", required=True)
-    p.add_argument("--veth", required=True)
-    p.add_argument("--peer", required=True)
-    p.add_argument("--addr", required=True)
-    p.add_argument("--peer-addr", required=True)
-    p.add_argument("--control", required=True, help="UNIX socket for net-ctl")
+    p = sub.add_parser("net-start", help="the per-VM control process (pyroute2)")
+    p.add_argument("--control", required=True, help="its UNIX socket")
+    p.add_argument("--site", help="the directory pyroute2 is installed in")
     p.add_argument("--timeout", type=float, default=300.0)
     p = sub.add_parser("net-ctl")
     p.add_argument("--control", required=True)
     p.add_argument("--timeout", type=float, default=120.0)
-    p.add_argument("what", choices=["link", "stop"])
+    p.add_argument("what", choices=["setup", "link", "stop"])
     p.add_argument("ifname", nargs="?")
     p.add_argument("state", nargs="?", choices=["up", "down"])
-    p.add_argument("--in-ns", action="store_true", help="the interface is in the namespace")
+    for opt in ("--ns", "--veth", "--peer", "--addr", "--peer-addr"):
+        p.add_argument(opt)
     p = sub.add_parser("teardown")
     p.add_argument("--ns", required=True)
     p.add_argument("--veth", required=True)
+    p.add_argument("--site")
     p = sub.add_parser("nfs-start")
     p.add_argument("--ns", required=True)
     p.add_argument("--state", required=True)
@@ -516,10 +514,14 @@ def main(argv=None):
         found = leftovers(args.veth, args.ns)
         print("\n".join(found) or "nothing left")
         return 1 if found else 0
-    if args.cmd == "net-ctl" and args.what == "link" and not (args.ifname and args.state):
-        ap.error("net-ctl link needs IFNAME and up|down")
+    if args.cmd == "net-ctl":
+        need = {"setup": ("ns", "veth", "peer", "addr", "peer_addr"), "link": ("ifname", "state"),
+                "stop": ("ns", "veth")}[args.what]
+        missing = [n for n in need if getattr(args, n) is None]
+        if missing:
+            ap.error(f"net-ctl {args.what} needs {', '.join(missing)}")
     if args.cmd == "teardown":
-        print(teardown(args.ns, args.veth))
+        print(teardown(args.ns, args.veth, args.site))
         return 0
     return {"net-start": net_start, "net-ctl": net_ctl, "nfs-start": nfs_start,
             "nfs-stop": nfs_stop}[args.cmd](args)

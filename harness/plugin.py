@@ -1,6 +1,8 @@
 """pytest plugin: options, the VM per kernel, the `guest` fixture, failure reports."""
 
+import dataclasses
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -42,6 +44,9 @@ def pytest_addoption(parser):
     g.addoption("--without-faults", action="store_true",
                 help="load no faulty dm table (error windows do nothing): checks that the cases "
                      "which expect an errno fail without their fault")
+    g.addoption("--save-reproducers", action="store_true",
+                help="write every case's reproducer under results/<run>/reproducers "
+                     "(by default only failing cases get one)")
     g.addoption("--results-dir", default=None,
                 help="where run directories go (default: <rootdir>/results)")
 
@@ -71,6 +76,9 @@ class HarnessState:
 
     @property
     def accel(self):
+        given = (getattr(self.config, "workerinput", None) or {}).get("ovh_accel")
+        if self._accel is None and given:
+            self._accel = accel_mod.Accel(**given)
         if self._accel is None:
             opt = self.config.getoption
             try:
@@ -122,10 +130,16 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {doc}")
 
 
-def pytest_configure_node(node):  # xdist: every worker writes into the same run directory
-    node.workerinput["ovh_run_id"] = _state(node.config).run_id
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: every worker writes into the same run directory, and the accelerator is
+    found out once, here (a KVM probe boot), not by every worker at the same time."""
+    state = _state(node.config)
+    node.workerinput["ovh_run_id"] = state.run_id
+    node.workerinput["ovh_accel"] = dataclasses.asdict(state.accel)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one VM per worker, as many as the cores and the free memory allow."""
     from .vm import _mem_available_bytes, _size_bytes
@@ -218,6 +232,7 @@ def prepare_guest(machine):
     for key, value in SYSCTLS.items():
         g.must.write_file(f"/proc/sys/{key}", value.encode())
     g.run(["modprobe", "-a", *PRELOAD], check=False)
+    machine.prelude = list(g.log)  # replayed at the top of every reproducer
     modules = guest_modules(g)
     machine.features = {name: module in modules for name, module in FEATURES.items()}
     return machine.features
@@ -331,11 +346,12 @@ def guest(vm, request):
     apply_known_issues(request, vm.guest_release)
     g = Guest(vm.agent, release=vm.guest_release, label=vm.kernel.release)
     g.vm = vm
-    g.kmsg_start = g.kmsg_checked = g.must.kmsg_seq()
-    g.taint_start = int(g.must.read_file("/proc/sys/kernel/tainted"))
+    house = Guest(vm.agent)  # the harness's own bookkeeping: kept out of the case's call log
+    g.kmsg_start = g.kmsg_checked = house.must.kmsg_seq()
+    g.taint_start = int(house.must.read_file("/proc/sys/kernel/tainted"))
     request.node.stash[GUEST_KEY] = g
-    before_mounts = set(g.mounts())
-    before_devs = set(guest_block_devices(g))
+    before_mounts = set(house.mounts())
+    before_devs = set(guest_block_devices(house))
     path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
     g.must.makedirs(path)
     g.must.mount("ovh-scratch", path, "tmpfs", 0, "size=1g,mode=0755")
@@ -347,8 +363,8 @@ def guest(vm, request):
     g.must.chdir("/")
     open_fds = g.must.close_all()  # open files would keep the mounts busy
     errors = g.run_deferred()
-    leaks = [f"mount {m}" for m in g.mounts() if m not in before_mounts]
-    leaks += [f"block device {d}" for d in guest_block_devices(g) if d not in before_devs]
+    leaks = [f"mount {m}" for m in house.mounts() if m not in before_mounts]
+    leaks += [f"block device {d}" for d in guest_block_devices(house) if d not in before_devs]
     if leaks:
         _force_cleanup(g, path)
     problems = errors + leaks
@@ -439,17 +455,15 @@ def pytest_runtest_makereport(item, call):
             rep.longrepr = f"kernel splat during the case:\n{found}"
             if hasattr(rep, "wasxfail"):
                 del rep.wasxfail
+    if rep.failed or (rep.when == "call" and item.config.getoption("save_reproducers")):
+        repro_file = _write_reproducer(state, item, g)
     if not rep.failed:
         return
     state.failed_nodes += 1
     rep.sections.append(("guest: kernel", f"{vm.kernel.release} ({vm.kernel.image}), "
                                           f"guest reports {g.release}, accel {vm.accel.name}"))
-    repro = g.reproducer(f"for {item.nodeid} on {g.release}")
-    repro_dir = state.run_dir / "reproducers"
-    repro_dir.mkdir(parents=True, exist_ok=True)
-    repro_file = repro_dir / f"{_case_dirname(item.nodeid)}.py"
-    repro_file.write_text(repro)
-    rep.sections.append((f"guest: calls (reproducer, also in {repro_file})", repro))
+    rep.sections.append((f"guest: calls (reproducer, also in {repro_file})",
+                         repro_file.read_text()))
     if _healthy(vm):
         try:
             recs = vm.agent.request("kmsg", [g.kmsg_start])
@@ -479,6 +493,13 @@ class TimeKeeper:
                 seconds = max(0.0, seconds - boot)
         self.state.phase_times[report.when].append(seconds)
 
+    def pytest_sessionfinish(self, session):
+        st = self.state
+        if st.boot_times and not hasattr(session.config, "workerinput"):
+            st.run_dir.mkdir(parents=True, exist_ok=True)
+            (st.run_dir / "timing.json").write_text(json.dumps(
+                {"boots_s": st.boot_times, "phases_s": st.phase_times}, indent=1))
+
     def pytest_terminal_summary(self, terminalreporter):
         st = self.state
         if not st.boot_times:
@@ -493,6 +514,15 @@ class TimeKeeper:
         tr.line(f"{n} cases: set-up {tot['setup']:.1f} s, body {tot['call']:.1f} s, "
                 f"teardown {tot['teardown']:.1f} s; per case median: set-up {med['setup']:.2f} s, "
                 f"body {med['call']:.2f} s, teardown {med['teardown']:.2f} s")
+
+
+def _write_reproducer(state, item, g):
+    repro_dir = state.run_dir / "reproducers"
+    repro_dir.mkdir(parents=True, exist_ok=True)
+    path = repro_dir / f"{_case_dirname(item.nodeid)}.py"
+    path.write_text(g.reproducer(f"for {item.nodeid} on {g.release}",
+                                 prelude=getattr(g.vm, "prelude", ())))
+    return path
 
 
 def pytest_report_teststatus(report, config):

@@ -515,7 +515,10 @@ def _write_outputs(session, res, exitstatus):
     kernels = [_kernel_meta(k) for k in state.kernels] if state is not None else [
         {"label": k, "release": k} for k in res.kernels]
     from . import kernel as kernel_mod
-    accel = getattr(state, "_accel", None) if state is not None else None
+    try:
+        accel = state.accel if state is not None else None
+    except pytest.UsageError:
+        accel = None
     summary = {
         "run_id": getattr(state, "run_id", run_dir.name),
         "run_dir": str(run_dir),
@@ -538,6 +541,34 @@ def _write_outputs(session, res, exitstatus):
     return run_dir, summary
 
 
+def by_case_markdown(res):
+    """One row per case function, its parameter variants folded into the cells
+    ("passed (ext4, xfs); xfail (ext4-nojournal)"), then the known issues' reasons."""
+    groups = {}
+    for case in res.cases:
+        base, _, param = case.partition("[")
+        groups.setdefault(base, []).append((param.rstrip("]"), case))
+    out = ["| case | " + " | ".join(f"`{k}`" for k in res.kernels) + " |",
+           "|---|" + "---|" * len(res.kernels)]
+    for base, items in groups.items():
+        cells = []
+        for k in res.kernels:
+            by_outcome = {}
+            for param, case in items:
+                by_outcome.setdefault(SHORT.get(res.outcome(case, k), "?"), []).append(param)
+            cells.append("; ".join(f"{o} ({', '.join(p for p in ps)})" if any(ps) else o
+                                   for o, ps in by_outcome.items()))
+        out.append(f"| `{base.rsplit('/', 1)[-1]}` | " + " | ".join(cells) + " |")
+    reasons = {}
+    for issue in res.known_issues():
+        reasons.setdefault(issue["reason"], []).append(issue["case"].rsplit("/", 1)[-1])
+    if reasons:
+        out += ["", "Known issues (strict xfails; the case keeps the documented assertion):", ""]
+        out += [f"- {', '.join(f'`{c}`' for c in sorted(set(cases)))}: {reason}"
+                for reason, cases in reasons.items()]
+    return "\n".join(out) + "\n"
+
+
 # -- command line: merge summaries ---------------------------------------------------
 
 def main(argv=None):
@@ -547,11 +578,15 @@ def main(argv=None):
                     "into one case x kernel table.")
     ap.add_argument("summaries", nargs="+", type=Path)
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table (CI job summary)")
+    ap.add_argument("--by-case", action="store_true",
+                    help="print a Markdown table with one row per case function (as in the README)")
     ap.add_argument("--html", type=Path, help="write an HTML page here")
     args = ap.parse_args(argv)
     loaded = [json.loads(p.read_text()) for p in args.summaries]
     res = Results.from_summaries(loaded)
-    if args.markdown:
+    if args.by_case:
+        print(by_case_markdown(res), end="")
+    elif args.markdown:
         print(markdown_table(res), end="")
     else:
         lines, _ = text_table(res)

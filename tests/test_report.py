@@ -224,3 +224,17 @@ def test_a_broken_vm_is_an_error_not_a_failure(suite):
     assert summary["regressions"][0]["outcome"] == "error"
     assert summary["results"][1]["message"].startswith("GuestLost") or "the VM is gone" in (
         summary["results"][1]["message"])
+
+
+def test_by_case_folds_parameters_and_lists_known_issues():
+    from harness.report import Results, by_case_markdown
+    summary = {"kernels": [{"label": "6.1"}], "results": [
+        {"case": "cases/test_v.py::test_a[ext4]", "kernel": "6.1", "outcome": "passed"},
+        {"case": "cases/test_v.py::test_a[xfs]", "kernel": "6.1", "outcome": "xfailed",
+         "reason": "known kernel issue: the overlay misses it"},
+        {"case": "cases/test_v.py::test_b", "kernel": "6.1", "outcome": "failed"},
+    ]}
+    text = by_case_markdown(Results.from_summaries([summary]))
+    assert "| `test_v.py::test_a` | passed (ext4); xfail (xfs) |" in text
+    assert "| `test_v.py::test_b` | FAILED |" in text
+    assert "- `test_v.py::test_a[xfs]`: known kernel issue: the overlay misses it" in text
