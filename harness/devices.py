@@ -1,6 +1,6 @@
 """Scratch block devices in the guest, with device-mapper faults switched at any time.
 
-    sparse file (guest tmpfs) -> loop device -> dm device (/dev/mapper/NAME)
+    sparse file (guest tmpfs) -> loop device -> dm device NAME (/dev/dm-N)
 
 The dm table starts `linear` (healthy). A case loads another table whenever it
 likes, through suspend --nolockfs / load / resume, so dirty pages are not
@@ -54,28 +54,19 @@ class ScratchDevice:
         g.must.close(fd)
         self.loop = g.must.loop_attach(self.backing)
         g.defer(self._remove_loop)
-        # --noudevsync: no waiting for udev's /dev/mapper link; the kernel's own node
-        # (/dev/dm-N on devtmpfs) is there as soon as the device is.
-        g.run(["dmsetup", "create", "--noudevsync", self.name, "--table", self._linear_table()])
+        # The agent drives device mapper through its ioctls (as dmsetup does), and the
+        # kernel's own node (/dev/dm-N on devtmpfs) is there as soon as the device is.
+        self.path = "/dev/" + g.must.dm_create(self.name, self._linear_table())
         self.table = "linear"
         g.defer(self._remove_dm)
-        self.path = f"/dev/{self._kernel_name()}"
         return self
-
-    def _kernel_name(self):
-        for block in self.guest.must.listdir("/sys/block"):
-            if block.startswith("dm-"):
-                name = self.guest.read_file(f"/sys/block/{block}/dm/name")
-                if isinstance(name, bytes) and name.decode().strip() == self.name:
-                    return block
-        raise DeviceError(f"dm device {self.name} has no /sys/block entry")
 
     def _remove_loop(self):
         self.guest.must.loop_detach(self.loop)
         self.guest.must.unlink(self.backing)
 
     def _remove_dm(self):
-        self.guest.run(["dmsetup", "remove", "--noudevsync", "--retry", self.name])
+        self.guest.must.dm_remove(self.name)
 
     # -- tables ----------------------------------------------------------------
     def _linear_table(self, start=0, count=None):
@@ -88,10 +79,10 @@ class ScratchDevice:
         if not self.faults and label != "linear":
             self.table = f"{label} (not loaded: --without-faults)"
             return
-        # Resuming with a new table suspends the device first; --nolockfs keeps that
+        # Resuming with a new table suspends the device first; nolockfs keeps that
         # suspend from freezing (and so flushing) the filesystem above it.
-        g.run(["dmsetup", "load", self.name, "--table", table])
-        g.run(["dmsetup", "resume", "--nolockfs", "--noudevsync", self.name])
+        g.must.dm_load(self.name, table)
+        g.must.dm_resume(self.name, nolockfs=True)
         self.table = label
 
     def linear(self):
@@ -163,14 +154,16 @@ class ScratchDevice:
                             if "I/O error" in r[3] or "error writing" in r[3].lower()]
 
 
-# mkfs argv and mount data per upper filesystem kind; mkfs options keep formatting cheap.
+# mkfs argv and mount data per upper filesystem kind; mkfs options keep formatting cheap
+# (lazy inode table and journal init; no discard, which on a fresh sparse file only costs:
+# 0.14 s instead of 0.2 s for ext4, 0.23 s instead of 0.4-0.55 s for xfs under TCG).
 FILESYSTEMS = {
     "ext4": ("ext4", ["mkfs.ext4", "-F", "-q", "-b", "4096",
-                      "-E", "lazy_itable_init=1,lazy_journal_init=1"], ""),
+                      "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"], ""),
     "ext4-nojournal": ("ext4", ["mkfs.ext4", "-F", "-q", "-b", "4096", "-O", "^has_journal",
-                                "-E", "lazy_itable_init=1"], ""),
-    "xfs": ("xfs", ["mkfs.xfs", "-f", "-q"], ""),
-    "btrfs": ("btrfs", ["mkfs.btrfs", "-f", "-q"], ""),
+                                "-E", "lazy_itable_init=1,nodiscard"], ""),
+    "xfs": ("xfs", ["mkfs.xfs", "-f", "-q", "-K"], ""),
+    "btrfs": ("btrfs", ["mkfs.btrfs", "-f", "-q", "-K"], ""),
 }
 
 

@@ -30,7 +30,7 @@ OPS = (
     "removexattr", "mount", "umount2", "rename", "unlink", "mkdir", "makedirs", "rmdir", "link",
     "symlink", "readlink", "chown", "chmod", "utime", "listdir", "chdir", "fchdir",
     "getcwd", "mincore", "fiemap", "read_file", "write_file", "kmsg", "kmsg_seq",
-    "loop_attach", "loop_detach",
+    "loop_attach", "loop_detach", "dm_create", "dm_load", "dm_resume", "dm_remove",
 )
 
 

@@ -122,6 +122,8 @@ def pytest_configure(config):
         ("syncfs", "syncfs error reporting"), ("shared_upper", "several overlays on one upper fs"),
         ("metacopy", "metadata-only copy-up"), ("lower_changes", "lower layers changed while mounted"),
         ("nfs", "NFS lower layers"), ("vm", "boots a VM"),
+        ("fresh_vm", "the case needs a kernel no other case has touched (module state, "
+         "a clean log): the VM is rebooted before it unless it is fresh already"),
         ("upper_fs(*kinds)", "upper filesystems the case supports (default: ext4)"),
         ("known_issue(reason, since=None, fixed=None, commit=None, upper_fs=None)",
          "the kernel disagrees with the documented behaviour the case asserts: a strict xfail "
@@ -340,6 +342,9 @@ def guest(vm, request):
     """The agent of `vm`, for this case: call log, scratch tmpfs, cleanup, leak check."""
     if not _healthy(vm):  # the last case lost the VM (panic, hang, QEMU killed): boot afresh
         _boot(vm)
+    elif request.node.get_closest_marker("fresh_vm") and vm.served == vm.boots:
+        _boot(vm)  # the case asked for a kernel no other case has touched
+    vm.served = vm.boots
     if vm.boots != vm.reported_boots:  # this case waited for a boot: say so in its report
         request.node.user_properties.append(("vm_boot_s", round(vm.timings["ready"], 2)))
         vm.reported_boots = vm.boots
@@ -519,7 +524,7 @@ class TimeKeeper:
 def _write_reproducer(state, item, g):
     repro_dir = state.run_dir / "reproducers"
     repro_dir.mkdir(parents=True, exist_ok=True)
-    path = repro_dir / f"{_case_dirname(item.nodeid)}.py"
+    path = repro_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[:200] + ".py")
     path.write_text(g.reproducer(f"for {item.nodeid} on {g.release}",
                                  prelude=getattr(g.vm, "prelude", ())))
     return path

@@ -166,6 +166,7 @@ class VM:
         self.timings = {}
         self.boots = 0
         self.reported_boots = 0
+        self.served = None  # the boot the last case ran on (the plugin's bookkeeping)
 
     # -- start ---------------------------------------------------------------
     def command(self, port):

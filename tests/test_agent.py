@@ -262,3 +262,35 @@ def test_lost_agent_and_timeout_are_harness_errors(proc):
     fresh = Agent(LineChannel(lambda b: None, lambda n: b"", proc.stdout.fileno, lambda: None))
     with pytest.raises(GuestLost, match="closed"):
         fresh.request("ping")
+
+
+def test_dm_ioctl_buffer_layout():
+    """The device-mapper request is struct dm_ioctl (312 bytes, linux/dm-ioctl.h) then, per
+    table line, a 40-byte dm_target_spec whose `next` is the offset to the following one
+    and whose parameters end in NUL, padded to 8 bytes."""
+    import struct
+
+    from harness import agent
+    table = "0 100 linear /dev/loop0 0\n100 8 flakey /dev/loop0 100 0 1 1 error_writes\n"
+    buf = agent.dm_request("ovh-x", flags=agent.DM_SKIP_LOCKFS_FLAG, table=table)
+    head = struct.unpack_from(agent.DM_IOCTL_FMT, buf)
+    assert head[:3] == (4, 0, 0)
+    assert head[3] == len(buf) and head[4] == 312 and head[5] == 2     # sizes, 2 targets
+    assert head[7] == 1 << 10 and head[11].rstrip(b"\0") == b"ovh-x"
+    start, length, _status, nxt, kind = struct.unpack_from(agent.DM_TARGET_SPEC_FMT, buf, 312)
+    assert (start, length, kind.rstrip(b"\0")) == (0, 100, b"linear")
+    assert buf[312 + 40:312 + 40 + len(b"/dev/loop0 0\0")] == b"/dev/loop0 0\0"
+    assert nxt % 8 == 0 and nxt >= 40 + len(b"/dev/loop0 0\0")
+    start, length, _status, _n, kind = struct.unpack_from(agent.DM_TARGET_SPEC_FMT, buf, 312 + nxt)
+    assert (start, length, kind.rstrip(b"\0")) == (100, 8, b"flakey")
+    assert bytes(buf[312 + nxt + 40:]).split(b"\0")[0] == b"/dev/loop0 100 0 1 1 error_writes"
+    with pytest.raises(ValueError):
+        agent.dm_request("ovh-x", table="0 100")
+
+
+def test_dm_kernel_name_from_encoded_dev():
+    from harness import agent
+    reply = [0] * 10 + [(253 << 8) | 3]
+    assert agent.dm_kernel_name(reply) == "dm-3"
+    reply[10] = (253 << 8) | 0x04 | (0x1 << 20)  # minor 260: high bits above the major
+    assert agent.dm_kernel_name(reply) == "dm-260"

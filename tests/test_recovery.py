@@ -18,6 +18,7 @@ pytestmark = pytest.mark.vm
 
 CASES = textwrap.dedent('''
     import errno, os, signal
+    import pytest
 
     def test_1_before(guest):
         assert guest.stat("/nonexistent") == errno.ENOENT
@@ -53,6 +54,15 @@ CASES = textwrap.dedent('''
         # A WARNING-shaped line in the kernel log must fail the case.
         guest.write_file("/dev/kmsg", b"<4>WARNING: CPU: 0 PID: 1 at fake/selftest.c:1 selftest+0x0/0x1\\n")
         assert guest.stat("/") != errno.ENOENT
+
+    @pytest.mark.fresh_vm
+    def test_9_fresh_kernel(guest):
+        # Asked for a kernel no other case touched: test_8's line is not in its log.
+        log = guest.run(["dmesg"]).stdout
+        assert "Linux version" in log and "fake/selftest.c" not in log
+
+    def test_10_after_fresh(guest):
+        assert guest.stat("/") != errno.ENOENT
 ''')
 
 
@@ -79,6 +89,8 @@ def test_crashes_hangs_and_lost_vms_are_errors_and_the_rest_runs(pytester, monke
         "test_6_qemu_killed": "ERROR",
         "test_7_after_kill": "PASSED",
         "test_8_kernel_warning": "FAILED",
+        "test_9_fresh_kernel": "PASSED",
+        "test_10_after_fresh": "PASSED",
     }, out[-6000:]
     assert "Kernel panic - not syncing" in out          # the console excerpt of the panic
     assert "no answer from the guest agent" in out        # the hang
@@ -88,7 +100,8 @@ def test_crashes_hangs_and_lost_vms_are_errors_and_the_rest_runs(pytester, monke
     logs = list(pytester.path.glob("results/run-*/*/console.log"))
     names = {m for log in logs for m in re.findall(r"of (ovh-\d+-\w+):", log.read_text())}
     assert len(names) == 1 and out.count("===== overlay-harness: boot") == 0
-    assert len(re.findall(r"===== overlay-harness: boot \d+", logs[0].read_text())) == 4
+    # the first boot, one after each lost VM, one for the fresh_vm case (not for the case after it)
+    assert len(re.findall(r"===== overlay-harness: boot \d+", logs[0].read_text())) == 5
     assert qemu_processes(names.pop()) == []
 
 
