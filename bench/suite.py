@@ -48,11 +48,14 @@ def obvious_way(repros, kernel_arg):
     times = []
     for repro in repros:
         start = time.monotonic()
-        subprocess.run([vng, "--run", kernel_arg, "--disable-kvm", "--force-9p", "--memory", "2G",
-                        "--exec", f"/usr/bin/python3 {repro}"],
-                       cwd=ROOT, capture_output=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
+        p = subprocess.run([vng, "--run", kernel_arg, "--disable-kvm", "--force-9p", "--memory", "2G",
+                            "--exec", f"/usr/bin/python3 {repro}"], cwd=ROOT, capture_output=True,
+                           timeout=600, stdin=subprocess.DEVNULL, env=env)
         times.append(time.monotonic() - start)
-        print(f"  one boot for {repro.name}: {times[-1]:.1f} s", flush=True)
+        # the reproducer prints one line per call: a clean exit after them is a scenario run
+        calls = sum(1 for line in p.stdout.decode(errors="replace").splitlines() if " -> " in line)
+        print(f"  one boot for {repro.name}: {times[-1]:.1f} s (exit {p.returncode}, {calls} calls)",
+              flush=True)
     return times
 
 

@@ -333,8 +333,9 @@ class Guest:
             "def call(op, *args, **kwargs):",
             "    r = a.handle(__import__('json').dumps(",
             "        {'id': 0, 'op': op, 'args': list(args), 'kwargs': kwargs}))",
-            "    shown = repr(r.get('ok', r.get('name', r.get('error'))))",
-            "    print(op, args, kwargs, '->', shown[:200] + ('...' if len(shown) > 200 else ''))",
+            "    cut = lambda v: (lambda t: t[:120] + '...' if len(t) > 120 else t)(repr(v))",
+            "    print(op, cut(args), cut(kwargs) if kwargs else '', '->',",
+            "          cut(r.get('ok', r.get('name', r.get('error')))))",
             "    return r.get('ok')",
             "",
         ]

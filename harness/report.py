@@ -550,7 +550,9 @@ def by_case_markdown(res):
         groups.setdefault(base, []).append((param.rstrip("]"), case))
     out = ["| case | " + " | ".join(f"`{k}`" for k in res.kernels) + " |",
            "|---|" + "---|" * len(res.kernels)]
-    for base, items in groups.items():
+    # by module (stable: within a module, the order the cases first ran in), variants sorted
+    for base, items in sorted(groups.items(), key=lambda kv: kv[0].split("::")[0]):
+        items = sorted(items)
         cells = []
         for k in res.kernels:
             by_outcome = {}
