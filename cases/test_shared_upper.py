@@ -112,6 +112,7 @@ def shared_dirs(guest, upper, make_overlay, index):
     return a, b
 
 
+@pytest.mark.upper_fs("ext4", "xfs", "btrfs")
 def test_same_upperdir_with_index_is_refused(guest, upper, make_overlay):
     """overlayfs.rst: reusing an upper/work dir of another overlay mount "may fail with
     EBUSY"; with index=on it does (commit 0be0bfd2de9d)."""
@@ -121,6 +122,7 @@ def test_same_upperdir_with_index_is_refused(guest, upper, make_overlay):
     assert b.mount() == errno.EBUSY
 
 
+@pytest.mark.upper_fs("ext4", "xfs", "btrfs")
 def test_same_upperdir_without_index_mounts_with_a_warning(guest, upper, make_overlay):
     """Commit 0be0bfd2de9d: "index=off only relaxes exclusive upper/work dir checks with
     another overlayfs mount": the second mount succeeds and the kernel warns."""

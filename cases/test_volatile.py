@@ -130,7 +130,7 @@ def test_volatile_mount_refused_while_upper_has_unseen_error(guest, upper, make_
     assert guest.syncfs(ofd) == 0           # a fresh sample: no error since the mount
 
 
-@pytest.mark.upper_fs("ext4", "xfs")
+@pytest.mark.upper_fs("ext4", "xfs", "btrfs")
 def test_volatile_incompat_dir_refuses_the_next_mount(guest, upper, make_overlay):
     """overlayfs.rst: a volatile mount creates "$workdir/work/incompat/volatile";
     "During next mount, overlay checks for this directory and refuses to mount if
@@ -172,7 +172,7 @@ def test_volatile_remount_after_error_starts_clean(guest, upper, make_overlay):
     assert guest.fsync(fd) == 0
 
 
-@pytest.mark.upper_fs("ext4-nojournal")
+@pytest.mark.upper_fs("ext4-nojournal", "btrfs")
 def test_volatile_whole_device_write_errors_are_sticky(guest, upper, make_overlay):
     """Seed 002 with the upper failing as a whole (dm-flakey error_writes on every
     sector, reads still work): volatile syncfs and fsync report the error on every
