@@ -425,7 +425,7 @@ class NfsLower:
 @pytest.fixture
 def nfs(guest):
     """An NFS lower layer, or a skip naming what the guest lacks."""
-    require(guest, "overlay")
+    require(guest, "overlay", "nfs")
     missing = [p for p in NFS_TOOLS if not isinstance(guest.stat(p), dict)]
     if missing:
         pytest.skip(f"NFS server tools missing in the guest: {', '.join(missing)} "

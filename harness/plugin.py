@@ -476,6 +476,8 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append(("guest: dmesg since the case began", text or "(nothing)"))
         except HarnessError as e:
             rep.sections.append(("guest: dmesg", f"unavailable: {e}"))
+    else:
+        vm.settle_console()  # a panic may still be reaching the log
     rep.sections.append((f"guest: console (last lines of {vm.console_log})", vm.console_tail(40)))
 
 

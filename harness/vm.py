@@ -264,6 +264,23 @@ class VM:
         except OSError:
             return ""
 
+    def settle_console(self, quiet=1.0, timeout=10.0):
+        """Wait, bounded, until the console log stops growing: when a guest panics, the
+        agent's channel closes while QEMU (and the reaper behind it) still write the
+        panic's last lines."""
+        deadline = time.monotonic() + timeout
+        size, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                now = self.console_log.stat().st_size
+            except OSError:
+                now = None
+            if now != size:
+                size, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+
     def console_tail(self, lines=40, offset=0):
         text = self._console_since(offset).rstrip().splitlines()
         return "\n".join(text[-lines:])
