@@ -13,9 +13,7 @@ mean per scenario times the number of cases estimates that suite's wall time.
 
 import argparse
 import json
-import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,9 +40,9 @@ def median(values):
 
 
 def obvious_way(repros, kernel_arg):
-    bindir = str(Path(sys.executable).parent)
-    vng = shutil.which("vng", path=bindir) or "vng"
-    env = dict(os.environ, PATH=os.pathsep.join([bindir, os.environ.get("PATH", "")]))
+    from harness.vm import vng_command, vng_env
+    vng = vng_command()
+    env = vng_env(vng)
     times = []
     for repro in repros:
         start = time.monotonic()

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from . import kernel as kernel_mod
-from .vm import vng_command
+from .vm import vng_command, vng_env
 
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,8 @@ def build(tree, fragment, reconfigure=True, jobs=None):
     vng = vng_command()
     if reconfigure or not (tree / ".config").is_file():
         # The same .config for every commit: virtme-ng's defconfig + the fragment.
-        p = subprocess.run([vng, "--kconfig", "--config", str(fragment)], cwd=tree, check=False)
+        p = subprocess.run([vng, "--kconfig", "--config", str(fragment)], cwd=tree, check=False,
+                           env=vng_env(vng))
         if p.returncode != 0:
             log(f"configuring failed (vng --kconfig exit {p.returncode})")
             return False
@@ -52,7 +53,7 @@ def build(tree, fragment, reconfigure=True, jobs=None):
         argv += ["--jobs", str(jobs)]
     image = tree / "arch/x86/boot/bzImage"
     before = image.stat().st_mtime if image.is_file() else None
-    p = subprocess.run(argv, cwd=tree, check=False)
+    p = subprocess.run(argv, cwd=tree, check=False, env=vng_env(vng))
     if p.returncode != 0:
         log(f"build failed (vng --build exit {p.returncode})")
         return False

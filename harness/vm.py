@@ -62,12 +62,18 @@ def vng_command():
     return found
 
 
+def vng_env(vng, **overrides):
+    """The environment for running `vng`: it runs virtme-run, virtme-configkernel and
+    friends from PATH, so its own directory (a venv's bin) goes first."""
+    env = dict(os.environ, **overrides)
+    env["PATH"] = os.pathsep.join([str(Path(vng).parent), env.get("PATH", "/usr/bin:/bin")])
+    return env
+
+
 def spawn_vng(argv, log_path, home, stdin=subprocess.PIPE):
     """Start argv under harness.reaper, output to log_path; (Popen, pgid file)."""
     pgid_file = Path(log_path).with_suffix(".pgid")
-    env = dict(os.environ, HOME=str(home))  # vng keeps its SSH keys under $HOME: fresh per VM
-    # vng runs virtme-run and friends from PATH: put its own directory (a venv's bin) first.
-    env["PATH"] = os.pathsep.join([str(Path(argv[0]).parent), env.get("PATH", "/usr/bin:/bin")])
+    env = vng_env(argv[0], HOME=str(home))  # vng keeps its SSH keys under $HOME: fresh per VM
     with open(log_path, "ab") as own_output:  # the reaper's own complaints, if any
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness.reaper", "--parent", str(os.getpid()),
