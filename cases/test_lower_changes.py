@@ -54,7 +54,7 @@ import pytest
 from harness.devices import Filesystem, ScratchDevice
 from harness.guest import GuestTimeout, is_errno
 from harness.overlay import Overlay, make_tree
-from harness.plugin import guest_modules, require
+from harness.plugin import require
 from harness.vm import guest_python
 
 pytestmark = [pytest.mark.lower_changes]
@@ -436,7 +436,7 @@ def nfs(guest):
         guest.run(["modprobe", module], check=False)
     filesystems = guest.must.read_file("/proc/filesystems").decode().split()
     lacks = [fs for fs in ("nfsd", "nfs") if fs not in filesystems]
-    if "veth" not in guest_modules(guest):  # built in or loadable (no /sys/module entry when built in)
+    if "veth" not in guest.vm.modules:  # built in or loadable (no /sys/module entry when built in)
         lacks.append("veth")
     if lacks:
         pytest.skip(f"kernel {guest.vm.kernel.release} lacks {', '.join(lacks)}")

@@ -235,8 +235,8 @@ def prepare_guest(machine):
         g.must.write_file(f"/proc/sys/{key}", value.encode())
     g.run(["modprobe", "-a", *PRELOAD], check=False)
     machine.prelude = list(g.log)  # replayed at the top of every reproducer
-    modules = guest_modules(g)
-    machine.features = {name: module in modules for name, module in FEATURES.items()}
+    machine.modules = guest_modules(g)  # read once per boot: cases ask about other modules too
+    machine.features = {name: module in machine.modules for name, module in FEATURES.items()}
     return machine.features
 
 
