@@ -478,7 +478,8 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append(("guest: dmesg", f"unavailable: {e}"))
     else:
         vm.settle_console()  # a panic may still be reaching the log
-    rep.sections.append((f"guest: console (last lines of {vm.console_log})", vm.console_tail(40)))
+    rep.sections.append((f"guest: console (excerpt of {vm.console_log})",
+                         splat.console_excerpt(vm.boot_console(), state.splat_policy)))
 
 
 class TimeKeeper:

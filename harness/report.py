@@ -208,7 +208,7 @@ class Results:
         sections = _guest_sections(report)
         if sections:
             rec["reproducer"] = _section_path(sections, r"also in (.+?)\)\s*$")
-            rec["console_log"] = _section_path(sections, r"last lines of (.+?)\)\s*$")
+            rec["console_log"] = _section_path(sections, r"excerpt of (.+?)\)\s*$")
 
     def outcome(self, case, kernel):
         rec = self.rows.get((case, kernel))
@@ -498,7 +498,7 @@ def _junit_evidence(config, report):
         return
     reporter = xml.node_reporter(report)
     for name, pattern in (("reproducer", r"also in (.+?)\)\s*$"),
-                          ("console_log", r"last lines of (.+?)\)\s*$")):
+                          ("console_log", r"excerpt of (.+?)\)\s*$")):
         value = _section_path(sections, pattern)
         if value:
             reporter.add_property(name, value)

@@ -79,3 +79,23 @@ def excerpt(records, splats, context=20):
         lines.append("--- kernel log around the first one ---")
         lines += texts[max(0, first - 5):first + context]
     return "\n".join(lines)
+
+
+CONSOLE_STAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
+def console_excerpt(text, policy, lines=40):
+    """The part of a console log a report should quote: from a little before the first
+    splat (the "Kernel panic" headline comes before its stack trace, which alone can be
+    longer than `lines`), else the last `lines` lines."""
+    text = text.rstrip().splitlines()
+    first = next((i for i, line in enumerate(text)
+                  if policy.classify(7, CONSOLE_STAMP.sub("", line))), None)
+    if first is None or first >= len(text) - lines:
+        return "\n".join(text[-lines:])
+    start = max(0, first - 3)
+    if len(text) - start <= lines + 10:
+        return "\n".join(text[start:])
+    tail = text[-10:]
+    skipped = len(text) - start - lines - len(tail)
+    return "\n".join(text[start:start + lines] + [f"[... {skipped} lines ...]"] + tail)

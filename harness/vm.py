@@ -172,6 +172,7 @@ class VM:
         self.timings = {}
         self.boots = 0
         self.reported_boots = 0
+        self.boot_offset = 0  # where the current boot's console output begins
         self.served = None  # the boot the last case ran on (the plugin's bookkeeping)
 
     # -- start ---------------------------------------------------------------
@@ -204,7 +205,7 @@ class VM:
         with open(self.console_log, "a") as f:
             f.write(f"\n===== overlay-harness: boot {self.boots} of {self.name}: "
                     f"{self.kernel.release} ({self.accel.name}) =====\n")
-        offset = self.console_log.stat().st_size
+        offset = self.boot_offset = self.console_log.stat().st_size
         t0 = time.monotonic()
         self.proc, self.pgid_file = spawn_vng(self.command(self.port), self.console_log, home)
         deadline = t0 + self.boot_timeout
@@ -286,6 +287,10 @@ class VM:
             elif time.monotonic() - since >= quiet:
                 return
             time.sleep(0.05)
+
+    def boot_console(self):
+        """The console output of the current (or last) boot."""
+        return self._console_since(self.boot_offset)
 
     def console_tail(self, lines=40, offset=0):
         text = self._console_since(offset).rstrip().splitlines()

@@ -56,7 +56,7 @@ def pytest_runtest_makereport(item, call):
         rep.sections.append(("guest: calls (reproducer, also in /r/repro_%s.py)" % item.name,
                              "g.open('/x', 0)  # -> EIO"))
         rep.sections.append(("guest: dmesg since the case began", "[ 1.0] Buffer I/O error on dev dm-0"))
-        rep.sections.append(("guest: console (last lines of /r/console.log)", "login: ok"))
+        rep.sections.append(("guest: console (excerpt of /r/console.log)", "login: ok"))
 '''
 
 

@@ -1,5 +1,7 @@
 """The kernel-log checker on recorded logs (no VM)."""
 
+from pathlib import Path
+
 import pytest
 
 from harness import splat
@@ -81,3 +83,21 @@ def test_allow_entries_need_a_reason(tmp_path):
 
 def test_every_allow_entry_of_the_shipped_policy_has_a_reason():
     assert POLICY.allow and all(rule.reason for rule in POLICY.allow)
+
+
+def test_console_excerpt_starts_at_the_panic_headline():
+    # Recorded from a sysrq-c crash on Debian's 6.1 under TCG: the stack trace after
+    # "Kernel panic" is longer than 40 lines, so a plain tail loses the headline.
+    text = (Path(__file__).parent / "data/sysrq-crash-console.log").read_text()
+    assert "Kernel panic - not syncing" not in "\n".join(text.splitlines()[-40:])
+    excerpt = splat.console_excerpt(text, POLICY, lines=40)
+    lines = excerpt.splitlines()
+    assert "sysrq: Trigger a crash" in lines[2]
+    assert "Kernel panic - not syncing: sysrq triggered crash" in lines[3]
+    assert lines[-1].endswith(text.rstrip().splitlines()[-1])  # the end is kept
+    assert len(lines) <= 40 + 1 + 10
+
+
+def test_console_excerpt_without_a_splat_is_the_tail():
+    text = "\n".join(f"[    1.{i:06d}] line {i}" for i in range(100))
+    assert splat.console_excerpt(text, POLICY, lines=40).splitlines() == text.splitlines()[-40:]
