@@ -92,6 +92,25 @@ def test_error_seen_before_an_open_is_not_reported_to_it(guest, upper, make_over
     assert guest.fsync(later) == 0
 
 
+def test_fsync_of_a_lower_only_file_reports_nothing(guest, upper, make_overlay):
+    """Reference section 3 (fsync edge cases), fs/overlayfs/file.c ovl_fsync: "Don't sync
+    lower file for fear of receiving EROFS error". fsync on an overlay fd of a file never
+    copied up returns 0, while the upper holds a writeback error that the fd of a file
+    on the upper gets."""
+    ovl = make_overlay()
+    assert ovl.mount() == 0
+    low = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    fd = guest.must.open(ovl.path("n"), os.O_CREAT | os.O_RDWR, 0o644)
+    guest.must.pwrite(fd, OLD, 0)
+    guest.must.fsync(fd)
+    with upper.dev.failing(paths=[ovl.upper_path("n")]):
+        guest.must.pwrite(fd, NEW, 0)
+    assert guest.fsync(low) == 0
+    assert guest.fdatasync(low) == 0
+    assert guest.fsync(fd) == errno.EIO
+    assert guest.stat(ovl.upper_path("f")) == errno.ENOENT  # still lower-only
+
+
 def test_overlay_and_upper_fds_have_their_own_cursors(guest, upper, make_overlay):
     """Seed 000: non-volatile overlays track errors "as if the files were being opened
     on the upper layer": an fd on the overlay and an fd on the upper path of the same

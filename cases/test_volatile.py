@@ -73,6 +73,23 @@ def test_volatile_error_reaches_fds_opened_after_it(guest, upper, make_overlay):
     assert guest.syncfs(root) == errno.EIO
 
 
+def test_volatile_error_reaches_a_lower_only_file(guest, upper, make_overlay):
+    """overlayfs.rst: "all sync functions will return an error", also fsync on a file
+    never copied up, which on a non-volatile mount returns 0 without syncing (see
+    test_nonvolatile.py): ovl_fsync checks the volatile error state first."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    low = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    fd = guest.must.open(ovl.path("n"), os.O_CREAT | os.O_RDWR, 0o644)
+    guest.must.pwrite(fd, OLD, 0)
+    guest.must.sync()
+    with upper.dev.failing(paths=[ovl.upper_path("n")]):
+        guest.must.pwrite(fd, NEW, 0)
+    assert guest.fsync(low) == errno.EIO
+    assert guest.fdatasync(low) == errno.EIO
+    assert guest.stat(ovl.upper_path("f")) == errno.ENOENT  # still lower-only
+
+
 @pytest.mark.errseq
 @pytest.mark.syncfs
 def test_volatile_error_sticks_after_the_upper_consumed_it(guest, upper, make_overlay):
@@ -185,3 +202,50 @@ def test_volatile_whole_device_write_errors_are_sticky(guest, upper, make_overla
     for _ in range(3):
         assert guest.syncfs(fd) == errno.EIO
         assert guest.fsync(fd) == errno.EIO
+
+
+# ovl_mmap() (fs/overlayfs/file.c, since v4.19's stacked file operations) hands the mapping
+# to the real upper file with vma_set_file(), so msync(2) calls vfs_fsync_range() on that
+# file itself: the overlay's ->fsync, where a volatile mount checks its error state
+# (ovl_sync_status) and skips the upper, is never called. The reference lists this as an
+# untested inference (behaviours.md, section 3, "fsync edge cases").
+MSYNC_BYPASSES_OVERLAY = (
+    "msync on a volatile overlay's mapping goes straight to the real upper file (ovl_mmap "
+    "sets the vma's file to it with vma_set_file), so it writes back to the upper and "
+    "reports an upper writeback error only once, through that file's own errseq cursor, "
+    "never through the volatile mount's error state; documented since commit 335d3fc57941 "
+    "(v5.11) for all sync functions")
+
+
+@pytest.mark.known_issue(MSYNC_BYPASSES_OVERLAY, since="5.11")
+def test_volatile_msync_returns_the_error_every_time(guest, upper, make_overlay):
+    """overlayfs.rst: after an upper writeback error "all sync functions will return an
+    error ... every subsequent sync call will return an error"; msync(MS_SYNC) is one
+    of them. Pages dirtied through a shared mapping of the overlay file."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    m = guest.must.mmap(fd, len(OLD))
+    with upper.dev.failing(paths=[ovl.upper_path("f")]):
+        guest.must.mwrite(m, NEW, 0)
+    assert guest.msync(m) == errno.EIO
+    assert guest.msync(m) == errno.EIO
+    assert guest.fsync(fd) == errno.EIO   # the overlay's own sync calls agree
+
+
+@pytest.mark.known_issue(MSYNC_BYPASSES_OVERLAY, since="5.11")
+def test_volatile_msync_does_not_reach_the_upper(guest, upper, make_overlay):
+    """overlayfs.rst: with volatile, "all forms of sync calls to the upper filesystem are
+    omitted", msync included. With the file's upper sectors failing, msync through the
+    overlay's mapping writes nothing back and returns 0; the upper's own syncfs then hits
+    the bad sectors."""
+    ovl = make_overlay(volatile=True)
+    assert ovl.mount() == 0
+    fd = copy_up(guest, ovl)
+    m = guest.must.mmap(fd, len(OLD))
+    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    upper.dev.targeted(ovl.upper_path("f"))
+    guest.must.mwrite(m, NEW, 0)
+    assert guest.msync(m) == 0
+    assert guest.syncfs(ufd) == errno.EIO   # the writeback happens only now
+    upper.dev.linear()

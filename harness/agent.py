@@ -19,6 +19,7 @@ import base64
 import ctypes
 import errno
 import json
+import mmap
 import os
 import socket
 import sys
@@ -87,6 +88,7 @@ def stat_dict(st):
 class Agent:
     def __init__(self):
         self.fds = {}  # fd -> path it was opened with
+        self.maps = {}  # handle -> mmap.mmap
 
     def fd(self, fd):
         if not isinstance(fd, int) or isinstance(fd, bool) or fd not in self.fds:
@@ -114,6 +116,9 @@ class Agent:
         return 0
 
     def op_close_all(self):
+        for m in self.maps.values():
+            m.close()
+        self.maps.clear()
         closed = sorted(self.fds)
         for fd in closed:
             try:
@@ -154,6 +159,39 @@ class Agent:
 
     def op_sync(self):
         os.sync()
+        return 0
+
+    def op_mmap(self, fd, length, offset=0):
+        """A shared read-write mapping of [offset, offset+length) of the file (inside its
+        size); returns a handle for mwrite, msync and munmap."""
+        m = mmap.mmap(self.fd(fd), length, mmap.MAP_SHARED,
+                      mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        handle = max(self.maps, default=0) + 1
+        self.maps[handle] = m
+        return handle
+
+    def _map(self, handle):
+        if handle not in self.maps:
+            raise ProtocolError(f"no mapping {handle!r} (mapped: {sorted(self.maps)})")
+        return self.maps[handle]
+
+    def op_mwrite(self, handle, data, offset=0):
+        """Store bytes through the mapping (dirties its pages, no write(2))."""
+        m = self._map(handle)
+        if offset < 0 or offset + len(data) > len(m):
+            raise ProtocolError(f"mwrite [{offset}, {offset + len(data)}) outside the "
+                                f"{len(m)}-byte mapping")
+        m[offset:offset + len(data)] = data
+        return len(data)
+
+    def op_msync(self, handle):
+        """msync(MS_SYNC) over the whole mapping."""
+        self._map(handle).flush()
+        return 0
+
+    def op_munmap(self, handle):
+        self._map(handle).close()
+        del self.maps[handle]
         return 0
 
     def op_ftruncate(self, fd, length):

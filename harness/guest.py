@@ -26,11 +26,11 @@ AGENT_PATH = Path(__file__).with_name("agent.py")
 OPS = (
     "ping", "uname", "open", "close", "close_all", "fds", "read", "pread", "write",
     "pwrite", "lseek", "fsync", "fdatasync", "syncfs", "sync", "ftruncate", "truncate",
-    "fallocate", "stat", "lstat", "fstat", "getxattr", "setxattr", "listxattr",
-    "removexattr", "mount", "umount2", "rename", "unlink", "mkdir", "makedirs", "rmdir", "link",
-    "symlink", "readlink", "chown", "chmod", "utime", "listdir", "chdir", "fchdir",
-    "getcwd", "mincore", "fiemap", "read_file", "write_file", "kmsg", "kmsg_seq",
-    "loop_attach", "loop_detach", "dm_create", "dm_load", "dm_resume", "dm_remove",
+    "fallocate", "mmap", "mwrite", "msync", "munmap", "stat", "lstat", "fstat", "getxattr",
+    "setxattr", "listxattr", "removexattr", "mount", "umount2", "rename", "unlink", "mkdir",
+    "makedirs", "rmdir", "link", "symlink", "readlink", "chown", "chmod", "utime", "listdir",
+    "chdir", "fchdir", "getcwd", "mincore", "fiemap", "read_file", "write_file", "kmsg",
+    "kmsg_seq", "loop_attach", "loop_detach", "dm_create", "dm_load", "dm_resume", "dm_remove",
 )
 
 

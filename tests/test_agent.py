@@ -98,6 +98,27 @@ def test_fd_bookkeeping_protects_foreign_fds(guest, tmp_path):
     assert guest.fds() == {}
 
 
+def test_shared_mapping_write_msync_munmap(guest, tmp_path):
+    path = tmp_path / "m"
+    path.write_bytes(b"." * 8192)
+    fd = guest.must.open(path, os.O_RDWR)
+    m = guest.must.mmap(fd, 8192)
+    assert guest.mwrite(m, b"mapped", 4096) == 6
+    assert guest.msync(m) == 0
+    assert path.read_bytes()[4096:4102] == b"mapped"
+    with pytest.raises(AgentError, match="outside the 8192-byte mapping"):
+        guest.mwrite(m, b"x", 8192)  # past the mapping: refused, not SIGBUS
+    assert guest.munmap(m) == 0
+    with pytest.raises(AgentError, match="no mapping"):
+        guest.msync(m)
+    with pytest.raises(AgentError, match="greater than file size"):
+        guest.mmap(fd, 3 * 8192)  # a mapping past EOF would SIGBUS the agent
+    guest.must.mmap(fd, 4096)
+    guest.must.close_all()  # unmaps too
+    with pytest.raises(AgentError, match="no mapping"):
+        guest.munmap(1)
+
+
 def test_open_relative_to_a_directory_fd(guest, tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"inside")
