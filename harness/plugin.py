@@ -70,7 +70,7 @@ class HarnessState:
         self.run_dir = base / run_id
         self.vms = {}
         self.failed_nodes = 0
-        self.splat_policy = splat.Policy.load()
+        self.splat_policy = splat.default_policy()
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
 
@@ -479,7 +479,7 @@ def pytest_runtest_makereport(item, call):
     else:
         vm.settle_console()  # a panic may still be reaching the log
     rep.sections.append((f"guest: console (excerpt of {vm.console_log})",
-                         splat.console_excerpt(vm.boot_console(), state.splat_policy)))
+                         vm.console_excerpt()))
 
 
 class TimeKeeper:

@@ -1,5 +1,6 @@
 """Kernel splat detection: the guest's log since a case began, against harness/splats.toml."""
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,11 @@ class Policy:
         if any(rule.regex.search(text) for rule in self.allow):
             return None
         return hit
+
+
+@functools.cache
+def default_policy():
+    return Policy.load()
 
 
 def taint_letters(value):

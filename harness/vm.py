@@ -20,6 +20,7 @@ from pathlib import Path
 import paramiko
 
 from . import agent as agent_mod
+from . import splat
 from .guest import Agent, GuestLost, HarnessError, LineChannel
 
 AGENT_GUEST_PORT = 7519
@@ -230,13 +231,13 @@ class VM:
             if "Linux version" not in text and time.monotonic() - start > KERNEL_SILENT_S:
                 raise BootError(f"{self.name}: the kernel printed nothing in {KERNEL_SILENT_S:.0f} s "
                                 f"(not a bootable x86_64 kernel, or the accelerator hangs)\n"
-                                f"{self.console_tail(offset=offset)}")
+                                f"{self.console_excerpt()}")
             if self.proc.poll() is not None:
                 raise BootError(f"{self.name}: vng exited with {self.proc.returncode} before the "
-                                f"guest agent started\n{self.console_tail(offset=offset)}")
+                                f"guest agent started\n{self.console_excerpt()}")
             if time.monotonic() > deadline:
                 raise BootError(f"{self.name}: no guest agent after {self.boot_timeout:.0f} s "
-                                f"({self.accel.name})\n{self.console_tail(offset=offset)}")
+                                f"({self.accel.name})\n{self.console_excerpt()}")
             time.sleep(0.05)
 
     def _connect_ssh(self, key_file, deadline):
@@ -257,7 +258,7 @@ class VM:
                 client.close()
                 time.sleep(0.5)
         raise BootError(f"{self.name}: SSH to 127.0.0.1:{self.port} failed: {last}\n"
-                        f"{self.console_tail()}")
+                        f"{self.console_excerpt()}")
 
     # -- state ---------------------------------------------------------------
     def alive(self):
@@ -288,13 +289,10 @@ class VM:
                 return
             time.sleep(0.05)
 
-    def boot_console(self):
-        """The console output of the current (or last) boot."""
-        return self._console_since(self.boot_offset)
-
-    def console_tail(self, lines=40, offset=0):
-        text = self._console_since(offset).rstrip().splitlines()
-        return "\n".join(text[-lines:])
+    def console_excerpt(self):
+        """What a report quotes from the console of the current (or last) boot: from just
+        before the first splat (a panic's headline), else the last 40 lines."""
+        return splat.console_excerpt(self._console_since(self.boot_offset), splat.default_policy())
 
     # -- stop ----------------------------------------------------------------
     def stop(self):
@@ -314,4 +312,4 @@ class VM:
 
     def check_alive(self):
         if not self.alive():
-            raise GuestLost(f"{self.name}: the VM is gone\n{self.console_tail()}")
+            raise GuestLost(f"{self.name}: the VM is gone\n{self.console_excerpt()}")
