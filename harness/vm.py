@@ -206,11 +206,11 @@ class VM:
         with open(self.console_log, "a") as f:
             f.write(f"\n===== overlay-harness: boot {self.boots} of {self.name}: "
                     f"{self.kernel.release} ({self.accel.name}) =====\n")
-        offset = self.boot_offset = self.console_log.stat().st_size
+        self.boot_offset = self.console_log.stat().st_size
         t0 = time.monotonic()
         self.proc, self.pgid_file = spawn_vng(self.command(self.port), self.console_log, home)
         deadline = t0 + self.boot_timeout
-        self._wait_console(agent_mod.READY_MARK, offset, deadline)
+        self._wait_console(agent_mod.READY_MARK, deadline)
         self.timings["agent_listening"] = time.monotonic() - t0
         self.ssh = self._connect_ssh(home / ".cache/virtme-ng/.ssh/id_virtme", deadline)
         self.timings["ssh"] = time.monotonic() - t0
@@ -222,10 +222,10 @@ class VM:
         self.guest_release = info["release"]
         return self
 
-    def _wait_console(self, mark, offset, deadline):
+    def _wait_console(self, mark, deadline):
         start = time.monotonic()
         while True:
-            text = self._console_since(offset)
+            text = self._boot_console()
             if mark in text:
                 return
             if "Linux version" not in text and time.monotonic() - start > KERNEL_SILENT_S:
@@ -264,10 +264,11 @@ class VM:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def _console_since(self, offset=0):
+    def _boot_console(self):
+        """The console output of the current (or last) boot."""
         try:
             with open(self.console_log, "rb") as f:
-                f.seek(offset)
+                f.seek(self.boot_offset)
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
@@ -292,7 +293,7 @@ class VM:
     def console_excerpt(self):
         """What a report quotes from the console of the current (or last) boot: from just
         before the first splat (a panic's headline), else the last 40 lines."""
-        return splat.console_excerpt(self._console_since(self.boot_offset), splat.default_policy())
+        return splat.console_excerpt(self._boot_console(), splat.default_policy())
 
     # -- stop ----------------------------------------------------------------
     def stop(self):

@@ -5,11 +5,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from procs import processes_matching, qemu_processes
+from procs import processes_matching, qemu_processes, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.vm
@@ -21,15 +20,6 @@ CASE = textwrap.dedent('''
         pathlib.Path(os.environ["OVH_MARK"]).write_text(guest.vm.name)
         guest.run(["sleep", "600"], timeout=700)
 ''')
-
-
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],

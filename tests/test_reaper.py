@@ -5,8 +5,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+
+from procs import wait_for
 
 from harness import vm
 
@@ -19,15 +20,6 @@ def gone(pid):
             return "zombie" in f.read().lower()
     except FileNotFoundError:
         return True
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def grandchild_command(pidfile):

@@ -2,10 +2,9 @@
 
 import errno
 import os
-import time
 
 import pytest
-from procs import qemu_processes
+from procs import qemu_processes, wait_for
 
 from harness import vm as vm_mod
 from harness.guest import Guest
@@ -90,8 +89,6 @@ def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_
         assert fs.mnt not in g.mounts()
     finally:
         machine.stop()
-    deadline = time.monotonic() + 10
-    while qemu_processes("ovh-selftest-teardown") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: not qemu_processes("ovh-selftest-teardown"), 10)
     assert qemu_processes("ovh-selftest-teardown") == []
     assert not machine.alive()
