@@ -274,10 +274,8 @@ def resolve(spec, archive):
         name, version = nested[0][0], nested[0][1] or version
     release = re.match(r"linux-image-(.+?)(-unsigned)?$", name).group(1)
     parts = [(d, v or version) for d, v in deps if d.startswith(SPLIT_PARTS) and d.endswith(release)]
-    if any(d.startswith("linux-binary-") for d, _ in parts):
-        packages = parts
-    else:
-        packages = [(name, version)]
+    split = any(d.startswith("linux-binary-") for d, _ in parts)
+    packages = parts if split else [(name, version)]
     if alias and not release.startswith(alias.series):
         raise FetchError(f"{spec}: {alias.suite}'s {alias.package} is {release} now, not a {alias.series} "
                          f"kernel: name the package (linux-image-{release}) or another alias")

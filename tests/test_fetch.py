@@ -58,11 +58,13 @@ PACKAGES = {
     "linux-image-6.12-amd64": {"6.12.117-1~deb12u1": (B, {
         "Depends": "linux-image-6.12.117+deb12-amd64 (= 6.12.117-1~deb12u1)"})},
     "linux-image-6.12.117+deb12-amd64": {"6.12.117-1~deb12u1": (B, {
-        "Depends": "kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool"})},
+        "Depends": "kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool"})
+    },
     "linux-image-6.1.0-56-amd64": {"6.1.192-2": (B, {"Depends": "kmod, linux-base (>= 4.3~)"})},
     "linux-image-7.2.13+deb14-amd64": {"7.2.13-1": (["sid"], {
         "Depends": "dracut | initramfs-tools (>= 0.120+deb8u2), linux-base-7.2.13+deb14-amd64 (= 7.2.13-1), "
-                   "linux-binary-7.2.13+deb14-amd64 (= 7.2.13-1), linux-modules-7.2.13+deb14-amd64 (= 7.2.13-1)"})},
+                   "linux-binary-7.2.13+deb14-amd64 (= 7.2.13-1), "
+                   "linux-modules-7.2.13+deb14-amd64 (= 7.2.13-1)"})},
     "linux-image-7.3-amd64": {"7.3~rc7-1~exp1": (["experimental"], {
         "Depends": "dracut | initramfs-tools (>= 0.120+deb8u2), linux-base-7.3-amd64 (= 7.3~rc7-1~exp1), "
                    "linux-binary-7.3-amd64 (= 7.3~rc7-1~exp1), linux-modules-7.3-amd64 (= 7.3~rc7-1~exp1)"})},
@@ -110,7 +112,8 @@ def test_host_mirrors_are_read_from_both_source_formats(tmp_path):
     (tmp_path / "sources.list.d/debian.sources").write_text(
         "Types: deb\nURIs: http://mirror.example.invalid/debian\nSuites: bookworm\n\n"
         "Types: deb\nURIs: http://mirror.example.invalid/debian-security/\nSuites: bookworm-security\n")
-    (tmp_path / "sources.list.d/other.list").write_text("deb [arch=amd64] https://x.example.invalid/apt stable main\n")
+    (tmp_path / "sources.list.d/other.list").write_text(
+        "deb [arch=amd64] https://x.example.invalid/apt stable main\n")
     assert fetch.host_mirrors(tmp_path) == ("http://mirror.example.invalid/debian",
                                             "http://mirror.example.invalid/debian-security")
 
