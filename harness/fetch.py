@@ -421,6 +421,10 @@ def fetch_headers(release, cache=None, log=print, archive=None, version=None):
         root.rename(target)
     if not (build / ".config").is_file():
         raise FetchError(f"{name} {version}: no usr/src/{name}/.config in it")
+    # Debian's build directory includes its -common half by absolute path (/usr/src/...):
+    # point that at the unpacked copy.
+    makefile = build / "Makefile"
+    makefile.write_text(re.sub(r"(?m)^include /usr/", f"include {target}/usr/", makefile.read_text()))
     return build
 
 
