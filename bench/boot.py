@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import accel as accel_mod
-from harness import kernel as kernel_mod
-from harness.guest import Guest
-from harness.vm import VM
+from overlay_harness import accel as accel_mod
+from overlay_harness import kernel as kernel_mod
+from overlay_harness.guest import Guest
+from overlay_harness.vm import VM
 
 GUEST_MARKS = {
     "init": r"Run /init as init process",

@@ -51,11 +51,11 @@ import types
 
 import pytest
 
-from harness.devices import Filesystem, ScratchDevice
-from harness.guest import GuestTimeout, is_errno
-from harness.overlay import Overlay, make_tree
-from harness.plugin import require
-from harness.vm import guest_python
+from overlay_harness.devices import Filesystem, ScratchDevice
+from overlay_harness.guest import GuestTimeout, is_errno
+from overlay_harness.overlay import Overlay, make_tree
+from overlay_harness.plugin import require
+from overlay_harness.vm import guest_python
 
 pytestmark = [pytest.mark.lower_changes]
 
@@ -347,7 +347,7 @@ NFS_TREE = {"f": DATA, "d/f": DATA, "d/sub/g": DATA}
 # (it starts in a fraction of the venv's time under TCG) and finds pyroute2 where the
 # host has it.
 HELPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "harness", "netns.py")
+                      "overlay_harness", "netns.py")
 NETCTL = "/run/ovh-netctl.sock"  # the guest's network control process: one per VM
 
 
@@ -357,7 +357,7 @@ def pyroute2_site():
 
 
 class NfsLower:
-    """An NFS export served from a network namespace of the guest (harness/netns.py)
+    """An NFS export served from a network namespace of the guest (overlay_harness/netns.py)
     and mounted, soft, in the guest's own namespace: the lower layer of an overlay."""
 
     def __init__(self, guest):
@@ -370,7 +370,7 @@ class NfsLower:
         self.veth, self.peer = "ovhnfs0", "ovhnfs1"
 
     def helper(self, *argv, timeout=120, check=True):
-        """harness/netns.py in the guest: -S for a cheap start, -I to keep the cwd (maybe
+        """overlay_harness/netns.py in the guest: -S for a cheap start, -I to keep the cwd (maybe
         inside the overlay) off sys.path."""
         return self.guest.run([guest_python(), "-I", "-S", HELPER, *argv], timeout=timeout,
                               check=check)

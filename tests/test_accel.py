@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness import accel, vm
+from overlay_harness import accel, vm
 
 
 @pytest.fixture(autouse=True)

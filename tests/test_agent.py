@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from harness.guest import (
+from overlay_harness.guest import (
     AGENT_PATH,
     Agent,
     AgentError,
@@ -291,7 +291,7 @@ def test_dm_ioctl_buffer_layout():
     and whose parameters end in NUL, padded to 8 bytes."""
     import struct
 
-    from harness import agent
+    from overlay_harness import agent
     table = "0 100 linear /dev/loop0 0\n100 8 flakey /dev/loop0 100 0 1 1 error_writes\n"
     buf = agent.dm_request("ovh-x", flags=agent.DM_SKIP_LOCKFS_FLAG, table=table)
     head = struct.unpack_from(agent.DM_IOCTL_FMT, buf)
@@ -310,7 +310,7 @@ def test_dm_ioctl_buffer_layout():
 
 
 def test_dm_kernel_name_from_encoded_dev():
-    from harness import agent
+    from overlay_harness import agent
     reply = [0] * 10 + [(253 << 8) | 3]
     assert agent.dm_kernel_name(reply) == "dm-3"
     reply[10] = (253 << 8) | 0x04 | (0x1 << 20)  # minor 260: high bits above the major

@@ -1,11 +1,11 @@
-"""harness.bisect's answers to git bisect run, with a stand-in for vng and for the case run."""
+"""overlay_harness.bisect's answers to git bisect run, with a stand-in for vng and for the case run."""
 
 import os
 import stat
 
 import pytest
 
-from harness import bisect
+from overlay_harness import bisect
 
 
 def rec(case, outcome, message=""):

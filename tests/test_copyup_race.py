@@ -1,4 +1,4 @@
-"""harness/guest_tools/copyup_race.py, run locally on plain directories (no VM, no overlay).
+"""overlay_harness/guest_tools/copyup_race.py, run locally on plain directories (no VM, no overlay).
 
 With "merged" the same directory as "lower" nothing can differ, so the script reports a
 clean run; with a "merged" file of zeros it must report the bad data, which shows that
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "harness" / "guest_tools" / "copyup_race.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "overlay_harness" / "guest_tools" / "copyup_race.py"
 
 
 def run(merged, lower, upper, *names, seed=1):

@@ -1,5 +1,5 @@
-"""harness.fetch without the network: meta-package resolution, and unpacking a kernel
-package (built here with dpkg-deb) into a cache that harness.kernel resolves."""
+"""overlay_harness.fetch without the network: meta-package resolution, and unpacking a kernel
+package (built here with dpkg-deb) into a cache that overlay_harness.kernel resolves."""
 
 import json
 import shutil
@@ -8,12 +8,12 @@ import subprocess
 
 import pytest
 
-from harness import fetch
-from harness import kernel as kmod
+from overlay_harness import fetch
+from overlay_harness import kernel as kmod
 
 
 def fake_bzimage(path, version):
-    """Just enough of an x86 bzImage header for harness.kernel to read the release."""
+    """Just enough of an x86 bzImage header for overlay_harness.kernel to read the release."""
     data = bytearray(0x1000)
     data[0x1FE:0x200] = b"\x55\xaa"
     data[0x202:0x206] = b"HdrS"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import kernel as kmod
+from overlay_harness import kernel as kmod
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ def test_bad_kernel_is_a_usage_error_before_any_boot(spec, message):
     assert "Traceback" not in p.stderr
 
 
-# -- fetched kernels (harness.fetch's cache) and the config check --------------------
+# -- fetched kernels (overlay_harness.fetch's cache) and the config check --------------------
 
 def fake_cached(cache, release, config="CONFIG_OVERLAY_FS=m\n"):
     root = cache / release

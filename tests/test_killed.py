@@ -28,8 +28,8 @@ def test_killed_pytest_leaves_nothing_running(tmp_path, sig):
     (tmp_path / "test_case.py").write_text(CASE)
     mark = tmp_path / "vm-name"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OVH_MARK=str(mark))
-    p = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "harness.plugin", "-p", "no:cacheprovider",
-                          "-q", "test_case.py", "--accel", "tcg"],
+    p = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "overlay_harness.plugin",
+                          "-p", "no:cacheprovider", "-q", "test_case.py", "--accel", "tcg"],
                          cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(mark.exists, 600), "the VM never became ready"

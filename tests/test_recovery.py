@@ -71,7 +71,7 @@ def test_crashes_hangs_and_lost_vms_are_errors_and_the_rest_runs(pytester, monke
     pytester.makepyfile(test_cases=CASES)
     start = time.monotonic()
     result = pytester.runpytest_subprocess(
-        "-p", "harness.plugin", "--call-timeout", "20", "-rA", "-p", "no:cacheprovider",
+        "-p", "overlay_harness.plugin", "--call-timeout", "20", "-rA", "-p", "no:cacheprovider",
         timeout=900)
     elapsed = time.monotonic() - start
     out = result.stdout.str()

@@ -1,4 +1,4 @@
-"""harness.report with fake cases (no VM): the kernel x case table, regressions, the JSON
+"""overlay_harness.report with fake cases (no VM): the kernel x case table, regressions, the JSON
 summary, the HTML page, JUnit evidence, and the same under pytest-xdist."""
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import report
+from overlay_harness import report
 
 pytest_plugins = ["pytester"]
 
@@ -41,7 +41,7 @@ def test_no_kernel():
     pass
 '''
 
-# Stands in for harness.plugin's failure sections (the real ones need a guest).
+# Stands in for overlay_harness.plugin's failure sections (the real ones need a guest).
 CONFTEST = '''
 import pytest
 
@@ -50,7 +50,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if call.excinfo is not None and call.excinfo.typename == "GuestLost":
-        rep.ovh_error = True   # as harness.plugin marks a broken VM or harness
+        rep.ovh_error = True   # as overlay_harness.plugin marks a broken VM or harness
     if rep.failed and call.when == "call":
         rep.sections.append(("guest: kernel", "fake"))
         rep.sections.append(("guest: calls (reproducer, also in /r/repro_%s.py)" % item.name,
@@ -79,7 +79,7 @@ def suite(pytester, request):
         images[rel] = bzimage(pytester.path / f"vmlinuz-{rel}", rel)
 
     def run(*kernels, extra=(), subprocess=False):
-        args = ["-p", "harness.plugin", "-p", "harness.report", "--accel", "tcg",
+        args = ["-p", "overlay_harness.plugin", "-p", "overlay_harness.report", "--accel", "tcg",
                 "--results-dir", str(pytester.path / "results"), "-p", "no:cacheprovider",
                 "-o", "xfail_strict=true", *extra]
         for k in kernels:
@@ -227,7 +227,7 @@ def test_a_broken_vm_is_an_error_not_a_failure(suite):
 
 
 def test_by_case_folds_parameters_and_lists_known_issues():
-    from harness.report import Results, by_case_markdown
+    from overlay_harness.report import Results, by_case_markdown
     summary = {"kernels": [{"label": "6.1"}], "results": [
         {"case": "cases/test_v.py::test_a[ext4]", "kernel": "6.1", "outcome": "passed"},
         {"case": "cases/test_v.py::test_a[xfs]", "kernel": "6.1", "outcome": "xfailed",

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import splat
+from overlay_harness import splat
 
 POLICY = splat.Policy.load()
 

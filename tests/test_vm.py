@@ -6,8 +6,8 @@ import os
 import pytest
 from procs import qemu_processes, wait_for
 
-from harness import vm as vm_mod
-from harness.guest import Guest
+from overlay_harness import vm as vm_mod
+from overlay_harness.guest import Guest
 
 pytestmark = pytest.mark.vm
 
@@ -59,8 +59,8 @@ def host_state():
 
 
 def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_path, request):
-    from harness.devices import Filesystem, ScratchDevice
-    from harness.plugin import STATE_KEY, Scratch
+    from overlay_harness.devices import Filesystem, ScratchDevice
+    from overlay_harness.plugin import STATE_KEY, Scratch
     state = request.config.stash[STATE_KEY]
     before = host_state()
     machine = vm_mod.VM(kernel, state.accel, tmp_path / "vm", name="ovh-selftest-teardown",

@@ -52,7 +52,7 @@ def test_upstream_runs_on_schedule_and_on_demand_and_keeps_results():
     text = (ROOT / ".github/workflows/upstream.yml").read_text()
     for needle in ("schedule:", "workflow_dispatch:", "overlayfs/vfs.git", "vfs/vfs.git",
                    "torvalds/linux.git", "--config \"$GITHUB_WORKSPACE/images/overlay-harness.config\"",
-                   "GITHUB_STEP_SUMMARY", "python -m harness.report"):
+                   "GITHUB_STEP_SUMMARY", "python -m overlay_harness.report"):
         assert needle in text, needle
     # Every upload happens even when the suite failed.
     blocks = text.split("- uses: actions/upload-artifact@")[1:]

@@ -1,8 +1,8 @@
 """Run results across kernels: the case x kernel table, regressions, summary.json,
 report.html, table.md, and the guest's evidence in JUnit XML.
 
-A pytest plugin (load it with `-p harness.report` or from conftest.py's
-pytest_plugins, beside harness.plugin). Per-case data is attached to the reports
+A pytest plugin (load it with `-p overlay_harness.report` or from conftest.py's
+pytest_plugins, beside overlay_harness.plugin). Per-case data is attached to the reports
 in the process that runs the case (as user_properties, so it survives pytest-xdist)
 and gathered from pytest_runtest_logreport in the process that reports (the xdist
 controller, or the only process).
@@ -16,10 +16,10 @@ controller, or the only process).
   case's outcome and duration per kernel, regressions, known issues with reasons.
 - results/<run>/report.html (the table as a page) and table.md (for CI summaries).
 - --junitxml: a failing or erroring case gets properties (kernel, reproducer file,
-  console log) and a <system-out> with the "guest: ..." sections harness.plugin
+  console log) and a <system-out> with the "guest: ..." sections overlay_harness.plugin
   attaches (reproducer, dmesg excerpt, console tail).
 
-`python -m harness.report SUMMARY.json...` merges runs (one kernel each, as CI's
+`python -m overlay_harness.report SUMMARY.json...` merges runs (one kernel each, as CI's
 jobs produce them) into one table: --markdown, --html FILE, exit 1 on regressions.
 """
 
@@ -139,7 +139,7 @@ def _phase_outcome(report):
         if report.passed:
             return "xpassed" if hasattr(report, "wasxfail") else "passed"
         if report.failed:
-            # harness.plugin marks a broken VM or harness (not the case's result) as an error.
+            # overlay_harness.plugin marks a broken VM or harness (not the case's result) as an error.
             return "error" if getattr(report, "ovh_error", False) else "failed"
         return "xfailed" if hasattr(report, "wasxfail") else "skipped"
     return "error" if report.failed else None
@@ -575,7 +575,7 @@ def by_case_markdown(res):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        prog="python -m harness.report",
+        prog="python -m overlay_harness.report",
         description="Merge summary.json files (in kernel order: the first is the baseline) "
                     "into one case x kernel table.")
     ap.add_argument("summaries", nargs="+", type=Path)

@@ -1,6 +1,6 @@
 """Run a command (vng) so that it cannot outlive the process that started us.
 
-    python -m harness.reaper --parent PID --pgid-file F --log L -- vng ...
+    python -m overlay_harness.reaper --parent PID --pgid-file F --log L -- vng ...
 
 The command's stdout and stderr go through a pipe that we append to the log
 file: QEMU reopens /proc/self/fd/1 and /proc/self/fd/2 for its chardevs, and

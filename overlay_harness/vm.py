@@ -72,12 +72,12 @@ def vng_env(vng, **overrides):
 
 
 def spawn_vng(argv, log_path, home, stdin=subprocess.PIPE):
-    """Start argv under harness.reaper, output to log_path; (Popen, pgid file)."""
+    """Start argv under overlay_harness.reaper, output to log_path; (Popen, pgid file)."""
     pgid_file = Path(log_path).with_suffix(".pgid")
     env = vng_env(argv[0], HOME=str(home))  # vng keeps its SSH keys under $HOME: fresh per VM
     with open(log_path, "ab") as own_output:  # the reaper's own complaints, if any
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.reaper", "--parent", str(os.getpid()),
+            [sys.executable, "-m", "overlay_harness.reaper", "--parent", str(os.getpid()),
              "--pgid-file", str(pgid_file), "--log", str(log_path), "--", *argv],
             stdin=stdin, stdout=own_output, stderr=subprocess.STDOUT, env=env,
             cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True)

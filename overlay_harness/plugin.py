@@ -544,7 +544,7 @@ def pytest_sessionfinish(session, exitstatus):
     if state is None:
         return
     state.stop_all()
-    # session.exitstatus: other plugins (harness.report's regressions) may have failed the run
+    # session.exitstatus: other plugins (overlay_harness.report's regressions) may have failed the run
     if state.failed_nodes == 0 and session.exitstatus == 0 and state.run_dir.exists():
         for vm in state.vms.values():  # logs are kept only when something failed
             shutil.rmtree(vm.workdir, ignore_errors=True)

@@ -1,5 +1,5 @@
 """Which kernel to boot: a bzImage path, a kernel build tree, an installed release, or a
-kernel fetched into the cache (harness/fetch.py); and what its config lacks."""
+kernel fetched into the cache (overlay_harness/fetch.py); and what its config lacks."""
 
 import json
 import os
@@ -10,14 +10,13 @@ from pathlib import Path
 
 BOOT_DIR = Path("/boot")
 MODULES_DIR = Path("/lib/modules")
-ROOT = Path(__file__).resolve().parent.parent
-FRAGMENT = ROOT / "images" / "overlay-harness.config"
+FRAGMENT = Path(__file__).with_name("overlay-harness.config")  # images/overlay-harness.config links here
 CACHE_ENV = "OVERLAY_HARNESS_KERNELS"
-CACHE_STAMP = "overlay-harness-fetch.json"   # written by harness.fetch into CACHE/<release>/
+CACHE_STAMP = "overlay-harness-fetch.json"   # written by overlay_harness.fetch into CACHE/<release>/
 
 
 def cache_dir():
-    """Where harness.fetch puts kernels: $OVERLAY_HARNESS_KERNELS, else
+    """Where overlay_harness.fetch puts kernels: $OVERLAY_HARNESS_KERNELS, else
     $XDG_CACHE_HOME/overlay-harness/kernels (~/.cache/...)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
@@ -38,7 +37,7 @@ class Kernel:
     tree: Path | None = None
     config: dict = field(default_factory=dict, repr=False)
     modules_dir: Path | None = None   # lib/modules/<release> of an unpacked package (cache)
-    package: dict | None = None       # what harness.fetch recorded (package, version, sha256)
+    package: dict | None = None       # what overlay_harness.fetch recorded (package, version, sha256)
 
     @property
     def label(self):
@@ -141,7 +140,7 @@ def _from_root(root, release=None):
 
 
 def cached(cache=None):
-    """Kernels unpacked into the cache by harness.fetch, newest first."""
+    """Kernels unpacked into the cache by overlay_harness.fetch, newest first."""
     cache = Path(cache) if cache else cache_dir()
     found = []
     if cache.is_dir():
@@ -188,7 +187,7 @@ def resolve(spec=None):
     if path.is_dir():
         path = path.resolve()
         if not (path / "Makefile").is_file() and list((path / "boot").glob("vmlinuz-*")):
-            return _from_root(path)  # an unpacked kernel package (harness.fetch)
+            return _from_root(path)  # an unpacked kernel package (overlay_harness.fetch)
         return _from_tree(path)
     if path.is_file():
         release = bzimage_release(path)
@@ -219,7 +218,7 @@ def resolve(spec=None):
     fetched = ", ".join(k.release for k in cached()) or "none"
     raise KernelError(f"--kernel {spec}: no such file, kernel build tree or installed release "
                       f"(installed: {known}; fetched into {cache_dir()}: {fetched}; "
-                      "`python -m harness.fetch 6.1 6.12` fetches Debian's)")
+                      "`python -m overlay_harness.fetch 6.1 6.12` fetches Debian's)")
 
 
 def modules_available(kernel):

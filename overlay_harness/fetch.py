@@ -1,10 +1,10 @@
 """Fetch Debian kernel packages into a cache the harness can boot from.
 
-    python -m harness.fetch 6.1 6.12 7.2 rc          # series aliases (--list says what each is now)
-    python -m harness.fetch linux-image-7.2.13+deb14-amd64
-    python -m harness.fetch --source 7.2             # also its linux-source tree, to read or patch
-    python -m harness.fetch --headers 6.1            # also its headers, to build modules against
-    python -m harness.fetch --list                   # the aliases and what is in the cache
+    python -m overlay_harness.fetch 6.1 6.12 7.2 rc          # series aliases (--list says what each is now)
+    python -m overlay_harness.fetch linux-image-7.2.13+deb14-amd64
+    python -m overlay_harness.fetch --source 7.2             # also its linux-source tree, to read or patch
+    python -m overlay_harness.fetch --headers 6.1            # also its headers, to build modules against
+    python -m overlay_harness.fetch --list                   # the aliases and what is in the cache
 
 Nothing is installed. The packages come from Debian's archive through a private apt
 set-up under CACHE/.apt (its own sources list, package lists, download cache and an
@@ -26,7 +26,7 @@ Then `depmod -b` indexes the modules there.
 Booting: `vng --run CACHE/<release>/boot/vmlinuz-<release>` is all virtme-ng needs: it
 walks up from the image to the first directory holding lib/modules/ and links the
 guest's /lib/modules/<release> to it. `--kernel` takes the image, the CACHE/<release>
-directory, the release, or a series such as 7.2 (harness/kernel.py).
+directory, the release, or a series such as 7.2 (overlay_harness/kernel.py).
 """
 
 import argparse
@@ -495,7 +495,7 @@ def describe_aliases(archive):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        prog="python -m harness.fetch",
+        prog="python -m overlay_harness.fetch",
         description="Download Debian kernel packages into the harness's kernel cache "
                     "(no install: /boot, /lib/modules and the host's apt set-up are not touched).")
     ap.add_argument("specs", nargs="*", metavar="KERNEL",

@@ -378,7 +378,7 @@ def _make_method(op):
         return self.call(op, *args, **kwargs)
 
     method.__name__ = op
-    method.__doc__ = f"Agent call {op!r}: see harness/agent.py Agent.op_{op}."
+    method.__doc__ = f"Agent call {op!r}: see overlay_harness/agent.py Agent.op_{op}."
     return method
 
 

@@ -3,7 +3,7 @@ run the chosen cases on it, and answer good (0), bad (1) or skip (125).
 
     cd ~/src/linux
     git bisect start v6.12 v6.11
-    git bisect run ~/overlay-harness/.venv/bin/python -m harness.bisect \\
+    git bisect run ~/overlay-harness/.venv/bin/python -m overlay_harness.bisect \\
         cases/test_volatile.py -k "fsync and ext4"
 
 Everything after the options is handed to pytest (paths are relative to the harness).
@@ -35,7 +35,7 @@ BOOT_FAILURE_WORDS = ("the VM did not boot", "BootError", "no guest agent", "vng
 
 
 def log(msg):
-    print(f"harness.bisect: {msg}", file=sys.stderr, flush=True)
+    print(f"overlay_harness.bisect: {msg}", file=sys.stderr, flush=True)
 
 
 def build(tree, fragment, reconfigure=True, jobs=None):
@@ -67,10 +67,10 @@ def build(tree, fragment, reconfigure=True, jobs=None):
 
 
 def verdict(summary, pytest_status, output=""):
-    """(exit status, why) from a summary.json of harness.report, pytest's status and
+    """(exit status, why) from a summary.json of overlay_harness.report, pytest's status and
     its output."""
     if pytest_status == 3 and "the VM did not boot" in output:
-        # harness.plugin stops a one-kernel run with status 3 when the VM cannot boot.
+        # overlay_harness.plugin stops a one-kernel run with status 3 when the VM cannot boot.
         line = next((x for x in output.splitlines() if "the VM did not boot" in x), "")
         return SKIP, line.strip()
     if pytest_status in (2, 3, 4, 5):
@@ -96,7 +96,7 @@ def verdict(summary, pytest_status, output=""):
 
 
 def run_cases(tree, pytest_args, results_dir, python=sys.executable):
-    argv = [python, "-m", "pytest", "-p", "harness.report", "-p", "no:cacheprovider",
+    argv = [python, "-m", "pytest", "-p", "overlay_harness.report", "-p", "no:cacheprovider",
             "--kernel", str(tree), "--results-dir", str(results_dir), *pytest_args]
     if BOOT_CASE not in pytest_args:
         argv.append(BOOT_CASE)
@@ -115,7 +115,7 @@ def run_cases(tree, pytest_args, results_dir, python=sys.executable):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m harness.bisect", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m overlay_harness.bisect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tree", type=Path, default=Path.cwd(), help="kernel tree (default: here)")
     ap.add_argument("--config", type=Path, default=kernel_mod.FRAGMENT, help="config fragment")
