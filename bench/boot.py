@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overlay_harness import accel as accel_mod
-from overlay_harness import kernel as kernel_mod
-from overlay_harness.guest import Guest
-from overlay_harness.vm import VM
+from overlay_harness.host import accel as accel_mod
+from overlay_harness.host import kernel as kernel_mod
+from overlay_harness.host.vm import VM
+from overlay_harness.library.guest import Guest
 
 GUEST_MARKS = {
     "init": r"Run /init as init process",

@@ -40,7 +40,7 @@ def median(values):
 
 
 def obvious_way(repros, kernel_arg):
-    from overlay_harness.vm import vng_command, vng_env
+    from overlay_harness.host.vng import vng_command, vng_env
     vng = vng_command()
     env = vng_env(vng)
     times = []
@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     opts, extra = ap.parse_known_args()
     sys.path.insert(0, str(ROOT))
-    from overlay_harness import kernel as kernel_mod
+    from overlay_harness.host import kernel as kernel_mod
     kernel = kernel_mod.resolve(next((a.split("=", 1)[1] for a in extra if a.startswith("--kernel=")), None))
 
     results = {}

@@ -51,11 +51,12 @@ import types
 
 import pytest
 
-from overlay_harness.devices import Filesystem, ScratchDevice
-from overlay_harness.guest import GuestTimeout, is_errno
-from overlay_harness.overlay import Overlay, make_tree
+from overlay_harness.host.agent_client import GuestTimeout, is_errno
+from overlay_harness.host.vng import guest_python
+from overlay_harness.in_guest import script
+from overlay_harness.library.devices import Filesystem, ScratchDevice
+from overlay_harness.library.overlay import Overlay, make_tree
 from overlay_harness.plugin import require
-from overlay_harness.vm import guest_python
 
 pytestmark = [pytest.mark.lower_changes]
 
@@ -346,8 +347,7 @@ NFS_TREE = {"f": DATA, "d/f": DATA, "d/sub/g": DATA}
 # The guest shares the host's root: the helper runs there with the guest's system python
 # (it starts in a fraction of the venv's time under TCG) and finds pyroute2 where the
 # host has it.
-HELPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "overlay_harness", "netns.py")
+HELPER = script("netns.py")
 NETCTL = "/run/ovh-netctl.sock"  # the guest's network control process: one per VM
 
 
@@ -357,7 +357,7 @@ def pyroute2_site():
 
 
 class NfsLower:
-    """An NFS export served from a network namespace of the guest (overlay_harness/netns.py)
+    """An NFS export served from a network namespace of the guest (overlay_harness/in_guest/netns.py)
     and mounted, soft, in the guest's own namespace: the lower layer of an overlay."""
 
     def __init__(self, guest):
@@ -370,7 +370,7 @@ class NfsLower:
         self.veth, self.peer = "ovhnfs0", "ovhnfs1"
 
     def helper(self, *argv, timeout=120, check=True):
-        """overlay_harness/netns.py in the guest: -S for a cheap start, -I to keep the cwd (maybe
+        """overlay_harness/in_guest/netns.py in the guest: -S for a cheap start, -I to keep the cwd (maybe
         inside the overlay) off sys.path."""
         return self.guest.run([guest_python(), "-I", "-S", HELPER, *argv], timeout=timeout,
                               check=check)

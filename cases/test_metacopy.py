@@ -43,19 +43,19 @@ import errno
 import json
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
-from overlay_harness.devices import Filesystem, ScratchDevice
-from overlay_harness.overlay import Overlay, make_tree
+from overlay_harness.in_guest import script
+from overlay_harness.library.devices import Filesystem, ScratchDevice
+from overlay_harness.library.overlay import Overlay, make_tree
 
 pytestmark = [pytest.mark.metacopy, pytest.mark.upper_fs("ext4", "xfs")]
 
 SIZE = (1 << 20) + 1000  # >= 1 MiB, not a whole number of pages
 METACOPY = "metacopy"
 ORIGIN = "origin"
-RACE_SCRIPT = Path(__file__).resolve().parent.parent / "overlay_harness" / "guest_tools" / "copyup_race.py"
+RACE_SCRIPT = script("copyup_race.py")
 
 
 def pattern(size, salt=0):

@@ -28,7 +28,7 @@ import os
 
 import pytest
 
-from overlay_harness.overlay import make_tree
+from overlay_harness.library.overlay import make_tree
 
 pytestmark = [pytest.mark.shared_upper, pytest.mark.upper_fs("ext4", "xfs")]
 

@@ -15,7 +15,7 @@ Documentation/filesystems/overlayfs.rst ("Volatile mount"):
    sync calls to the upper filesystem are omitted."  (overlayfs.rst)
 
 Data faults are targeted: writes to the upper file's data sectors fail, the
-upper's metadata and journal stay healthy (see overlay_harness/devices.py).
+upper's metadata and journal stay healthy (see overlay_harness/library/devices.py).
 """
 
 import errno

@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import kernel as kernel_mod
-from .vm import vng_command, vng_env
+from .host import kernel as kernel_mod
+from .host.vng import vng_command, vng_env
 
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ Then `depmod -b` indexes the modules there.
 Booting: `vng --run CACHE/<release>/boot/vmlinuz-<release>` is all virtme-ng needs: it
 walks up from the image to the first directory holding lib/modules/ and links the
 guest's /lib/modules/<release> to it. `--kernel` takes the image, the CACHE/<release>
-directory, the release, or a series such as 7.2 (overlay_harness/kernel.py).
+directory, the release, or a series such as 7.2 (overlay_harness/host/kernel.py).
 """
 
 import argparse
@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernel as kernel_mod
+from .host import kernel as kernel_mod
 
 MIRROR_ENV = "OVERLAY_HARNESS_DEBIAN_MIRROR"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from . import accel as accel_mod
-from . import kernel as kernel_mod
-from . import splat
-from .devices import FILESYSTEMS, Filesystem, ScratchDevice
-from .guest import Guest, HarnessError
-from .overlay import Overlay, make_tree
-from .vm import VM
+from .host import accel as accel_mod
+from .host import kernel as kernel_mod
+from .host import splat
+from .host.agent_client import HarnessError
+from .host.vm import VM
+from .host.vng import mem_available_bytes, size_bytes
+from .library.devices import FILESYSTEMS, Filesystem, ScratchDevice
+from .library.guest import Guest
+from .library.overlay import Overlay, make_tree
+from .library.repro import reproducer
 
 GUEST_KEY = pytest.StashKey()
 SCRATCH_ROOT = "/run/ovh"
@@ -144,9 +147,8 @@ def pytest_configure_node(node):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one VM per worker, as many as the cores and the free memory allow."""
-    from .vm import _mem_available_bytes, _size_bytes
-    per_vm = _size_bytes(config.getoption("vm_memory")) + (512 << 20)  # + QEMU's own
-    by_memory = (_mem_available_bytes() or per_vm) // per_vm
+    per_vm = size_bytes(config.getoption("vm_memory")) + (512 << 20)  # + QEMU's own
+    by_memory = (mem_available_bytes() or per_vm) // per_vm
     return max(1, min(os.cpu_count() or 1, by_memory))
 
 
@@ -528,8 +530,8 @@ def _write_reproducer(state, item, g):
     repro_dir = state.run_dir / "reproducers"
     repro_dir.mkdir(parents=True, exist_ok=True)
     path = repro_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[:200] + ".py")
-    path.write_text(g.reproducer(f"for {item.nodeid} on {g.release}",
-                                 prelude=getattr(g.vm, "prelude", ())))
+    path.write_text(reproducer(g.log, f"for {item.nodeid} on {g.release}",
+                               prelude=getattr(g.vm, "prelude", ())))
     return path
 
 

@@ -418,7 +418,7 @@ def _rel(path, run_dir):
 # -- the plugin's reporting side ---------------------------------------------------
 
 def _kernel_meta(kernel):
-    from . import kernel as kernel_mod
+    from .host import kernel as kernel_mod
     meta = {"label": _label(kernel), "release": getattr(kernel, "release", str(kernel))}
     for name in ("image", "run_arg", "tree", "config_path", "modules_dir"):
         value = getattr(kernel, name, None)
@@ -514,7 +514,7 @@ def _write_outputs(session, res, exitstatus):
         Path(session.config.rootpath) / "results" / time.strftime("run-%Y%m%d-%H%M%S"))
     kernels = [_kernel_meta(k) for k in state.kernels] if state is not None else [
         {"label": k, "release": k} for k in res.kernels]
-    from . import kernel as kernel_mod
+    from .host import kernel as kernel_mod
     try:
         accel = state.accel if state is not None else None
     except pytest.UsageError:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from overlay_harness import accel, vm
+from overlay_harness.host import accel
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def fake_vng(tmp_path, monkeypatch, body):
     script = tmp_path / "vng"
     script.write_text("#!/bin/sh\n" + body + "\n")
     script.chmod(0o755)
-    monkeypatch.setattr(vm, "vng_command", lambda: str(script))
+    monkeypatch.setattr(accel, "vng_command", lambda: str(script))
     return script
 
 

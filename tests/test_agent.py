@@ -12,18 +12,16 @@ import sys
 
 import pytest
 
-from overlay_harness.guest import (
-    AGENT_PATH,
-    Agent,
+from overlay_harness.host.agent_client import (
+    AgentClient,
     AgentError,
-    CallFailed,
-    CommandFailed,
     Errno,
-    Guest,
     GuestLost,
     GuestTimeout,
     LineChannel,
 )
+from overlay_harness.library.guest import CallFailed, CommandFailed, Guest
+from overlay_harness.library.repro import AGENT_PATH, reproducer
 
 
 @pytest.fixture
@@ -38,7 +36,7 @@ def proc():
 
 @pytest.fixture
 def guest(proc):
-    return Guest(Agent(LineChannel.from_process(proc), call_timeout=20))
+    return Guest(AgentClient(LineChannel.from_process(proc), call_timeout=20))
 
 
 def raw(proc, line):
@@ -262,7 +260,7 @@ def test_call_log_and_reproducer_replay(guest, tmp_path):
     guest.close(fd)
     assert [c.op for c in guest.log] == ["open", "write", "fsync", "stat", "close"]
     assert guest.log[3].result == errno.ENOENT
-    script = guest.reproducer("for a self-test")
+    script = reproducer(guest.log, "for a self-test")
     assert "fd1 = call('open'" in script and "call('fsync', fd1)" in script
     assert "# got Errno(ENOENT)" in script
     (tmp_path / "f").unlink()
@@ -273,14 +271,14 @@ def test_call_log_and_reproducer_replay(guest, tmp_path):
 
 
 def test_lost_agent_and_timeout_are_harness_errors(proc):
-    agent = Agent(LineChannel.from_process(proc), call_timeout=0.5)
+    agent = AgentClient(LineChannel.from_process(proc), call_timeout=0.5)
     with pytest.raises(GuestTimeout):
         agent.request("run", [["sleep", "5"]], {"timeout": 10})
     with pytest.raises(GuestLost, match="unusable"):
         agent.request("ping")  # a timed-out channel is not trusted again
     proc.kill()
     proc.wait()
-    fresh = Agent(LineChannel(lambda b: None, lambda n: b"", proc.stdout.fileno, lambda: None))
+    fresh = AgentClient(LineChannel(lambda b: None, lambda n: b"", proc.stdout.fileno, lambda: None))
     with pytest.raises(GuestLost, match="closed"):
         fresh.request("ping")
 
@@ -291,7 +289,7 @@ def test_dm_ioctl_buffer_layout():
     and whose parameters end in NUL, padded to 8 bytes."""
     import struct
 
-    from overlay_harness import agent
+    from overlay_harness.in_guest import agent
     table = "0 100 linear /dev/loop0 0\n100 8 flakey /dev/loop0 100 0 1 1 error_writes\n"
     buf = agent.dm_request("ovh-x", flags=agent.DM_SKIP_LOCKFS_FLAG, table=table)
     head = struct.unpack_from(agent.DM_IOCTL_FMT, buf)
@@ -310,7 +308,7 @@ def test_dm_ioctl_buffer_layout():
 
 
 def test_dm_kernel_name_from_encoded_dev():
-    from overlay_harness import agent
+    from overlay_harness.in_guest import agent
     reply = [0] * 10 + [(253 << 8) | 3]
     assert agent.dm_kernel_name(reply) == "dm-3"
     reply[10] = (253 << 8) | 0x04 | (0x1 << 20)  # minor 260: high bits above the major

@@ -1,4 +1,4 @@
-"""overlay_harness/guest_tools/copyup_race.py, run locally on plain directories (no VM, no overlay).
+"""overlay_harness/in_guest/copyup_race.py, run locally on plain directories (no VM, no overlay).
 
 With "merged" the same directory as "lower" nothing can differ, so the script reports a
 clean run; with a "merged" file of zeros it must report the bad data, which shows that
@@ -8,9 +8,10 @@ its check can fail.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "overlay_harness" / "guest_tools" / "copyup_race.py"
+from overlay_harness.in_guest import script
+
+SCRIPT = script("copyup_race.py")
 
 
 def run(merged, lower, upper, *names, seed=1):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from overlay_harness import fetch
-from overlay_harness import kernel as kmod
+from overlay_harness.host import kernel as kmod
 
 
 def fake_bzimage(path, version):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay_harness import kernel as kmod
+from overlay_harness.host import kernel as kmod
 
 ROOT = Path(__file__).resolve().parent.parent
 

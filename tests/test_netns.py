@@ -1,4 +1,4 @@
-"""overlay_harness/netns.py without a VM: it starts with `python -I -S` (no site-packages,
+"""overlay_harness/in_guest/netns.py without a VM: it starts with `python -I -S` (no site-packages,
 so nothing beyond the standard library at import time) and checks its arguments."""
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay_harness import netns
+from overlay_harness.in_guest import netns
 
 HELPER = Path(netns.__file__)
 

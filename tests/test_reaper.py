@@ -9,7 +9,7 @@ from pathlib import Path
 
 from procs import wait_for
 
-from overlay_harness import vm
+from overlay_harness.host import vng as vm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def test_sigkill_of_the_parent_still_kills_the_group(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from overlay_harness import vm
+        from overlay_harness.host import vng as vm
         vm.spawn_vng({grandchild_command(tmp_path / "pid")!r}, {str(tmp_path / "log")!r},
                      home={str(tmp_path)!r})
         time.sleep(300)

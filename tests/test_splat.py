@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay_harness import splat
+from overlay_harness.host import splat
 
 POLICY = splat.Policy.load()
 

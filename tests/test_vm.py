@@ -6,8 +6,8 @@ import os
 import pytest
 from procs import qemu_processes, wait_for
 
-from overlay_harness import vm as vm_mod
-from overlay_harness.guest import Guest
+from overlay_harness.host import vm as vm_mod
+from overlay_harness.library.guest import Guest
 
 pytestmark = pytest.mark.vm
 
@@ -59,7 +59,7 @@ def host_state():
 
 
 def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_path, request):
-    from overlay_harness.devices import Filesystem, ScratchDevice
+    from overlay_harness.library.devices import Filesystem, ScratchDevice
     from overlay_harness.plugin import STATE_KEY, Scratch
     state = request.config.stash[STATE_KEY]
     before = host_state()

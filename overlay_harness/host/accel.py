@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .vng import spawn_vng, stop_supervised, vng_command  # the supervised launch the VMs use
+
 KVM_GET_API_VERSION = 0xAE00
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "overlay-harness"
 PROBE_FIRST_OUTPUT_S = 12.0   # a working KVM guest prints its banner well within this
@@ -102,8 +104,6 @@ def probe_kvm(kernel):
     verdict is True (KVM runs guests), False (a KVM guest hangs or fails), or
     None when the probe itself could not run (nothing is learnt about KVM).
     """
-    from .vm import spawn_vng, vng_command  # the same supervised launch the VMs use
-
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ovh-kvm-probe-") as tmp:
         log = Path(tmp) / "console.log"
@@ -130,7 +130,6 @@ def probe_kvm(kernel):
                     return False, f"the KVM probe boot did not finish in {PROBE_TOTAL_S:.0f} s", elapsed
                 time.sleep(0.2)
         finally:
-            from .vm import stop_supervised
             stop_supervised(proc, pgid_file)
 
 

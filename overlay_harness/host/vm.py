@@ -8,20 +8,17 @@ deadline; a boot that dies or times out raises BootError quoting the console.
 """
 
 import logging
-import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import paramiko
 
-from . import agent as agent_mod
+from ..in_guest import agent as agent_mod
 from . import splat
-from .guest import Agent, GuestLost, HarnessError, LineChannel
+from .agent_client import AgentClient, GuestLost, LineChannel
+from .vng import BootError, guest_python, preflight, spawn_vng, stop_supervised, vng_command
 
 AGENT_GUEST_PORT = 7519
 KERNEL_SILENT_S = 45.0
@@ -41,109 +38,6 @@ BOOT_CMDLINE = ["modprobe.blacklist=" + ",".join([
 ])]  # with --verbose the kernel's first line comes within a second or two
 log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-
-
-class BootError(HarnessError):
-    """The VM did not become ready."""
-
-
-def guest_python():
-    for candidate in ("/usr/bin/python3", shutil.which("python3")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise BootError("no python3 for the guest (the guest shares the host's root: install python3)")
-
-
-def vng_command():
-    """vng next to this interpreter (a venv), else on PATH."""
-    here = Path(sys.executable).with_name("vng")
-    found = str(here) if here.exists() else shutil.which("vng")
-    if not found:
-        raise BootError("vng (virtme-ng) not found: run ./setup.sh")
-    return found
-
-
-def vng_env(vng, **overrides):
-    """The environment for running `vng`: it runs virtme-run, virtme-configkernel and
-    friends from PATH, so its own directory (a venv's bin) goes first."""
-    env = dict(os.environ, **overrides)
-    env["PATH"] = os.pathsep.join([str(Path(vng).parent), env.get("PATH", "/usr/bin:/bin")])
-    return env
-
-
-def spawn_vng(argv, log_path, home, stdin=subprocess.PIPE):
-    """Start argv under overlay_harness.reaper, output to log_path; (Popen, pgid file)."""
-    pgid_file = Path(log_path).with_suffix(".pgid")
-    env = vng_env(argv[0], HOME=str(home))  # vng keeps its SSH keys under $HOME: fresh per VM
-    with open(log_path, "ab") as own_output:  # the reaper's own complaints, if any
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "overlay_harness.reaper", "--parent", str(os.getpid()),
-             "--pgid-file", str(pgid_file), "--log", str(log_path), "--", *argv],
-            stdin=stdin, stdout=own_output, stderr=subprocess.STDOUT, env=env,
-            cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True)
-    return proc, pgid_file
-
-
-def stop_supervised(proc, pgid_file, timeout=10.0):
-    """Stop the reaper and everything under it; never leaves QEMU behind."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    try:
-        pgid = int(Path(pgid_file).read_text())
-    except (OSError, ValueError):
-        pgid = None
-    if pgid:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if proc.stdin:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-
-
-def _mem_available_bytes():
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _size_bytes(text):
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = str(text).strip().upper().rstrip("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text) << 20  # QEMU's default unit is MiB
-
-
-def preflight(memory):
-    """Fail fast, with the fix, on what would otherwise become a slow or silent boot failure."""
-    problems = []
-    if not os.access("/usr/sbin/sshd", os.X_OK):
-        problems.append("/usr/sbin/sshd is missing: the guest runs on this machine's root "
-                        "filesystem and needs openssh-server installed (not running)")
-    guest_python()
-    if not shutil.which("qemu-system-x86_64"):
-        problems.append("qemu-system-x86_64 is missing (package qemu-system-x86)")
-    need = _size_bytes(memory)
-    avail = _mem_available_bytes()
-    if avail is not None and need > avail:
-        problems.append(f"the VM asks for {memory} of memory but only "
-                        f"{avail / (1 << 30):.1f} GiB are available (use --vm-memory)")
-    if problems:
-        hint = " (run ./setup.sh)" if any("missing" in p for p in problems) else ""
-        raise BootError("; ".join(problems) + hint)
 
 
 def free_port():
@@ -216,7 +110,7 @@ class VM:
         self.timings["ssh"] = time.monotonic() - t0
         chan = self.ssh.get_transport().open_channel(
             "direct-tcpip", ("127.0.0.1", AGENT_GUEST_PORT), ("127.0.0.1", 0), timeout=30)
-        self.agent = Agent(LineChannel.from_paramiko(chan), call_timeout=self.call_timeout)
+        self.agent = AgentClient(LineChannel.from_paramiko(chan), call_timeout=self.call_timeout)
         info = self.agent.request("ping", timeout=max(5.0, deadline - time.monotonic()))
         self.timings["ready"] = time.monotonic() - t0
         self.guest_release = info["release"]

@@ -1,4 +1,4 @@
-"""Kernel splat detection: the guest's log since a case began, against overlay_harness/splats.toml."""
+"""Kernel splat detection: the guest's log since a case began, against overlay_harness/host/splats.toml."""
 
 import functools
 import re

@@ -6,7 +6,7 @@ the current directory, maybe inside an overlay whose NFS lower is cut off, off
 sys.path). pyroute2 is imported from --site, the directory it is installed in (the
 guest shares the host's root, so the project's venv is there):
 
-    H="python3 -I -S overlay_harness/netns.py"
+    H="python3 -I -S overlay_harness/in_guest/netns.py"
     $H net-start --control SOCK --site DIR
     $H net-ctl --control SOCK setup --ns PATH --veth NAME --peer NAME --addr A/N --peer-addr B/N
     $H net-ctl --control SOCK link NAME up|down [--ns PATH]
@@ -476,7 +476,7 @@ def leftovers(veth, ns):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -I -S overlay_harness/netns.py",
+    ap = argparse.ArgumentParser(prog="python -I -S overlay_harness/in_guest/netns.py",
                                  description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("net-start", help="the per-VM control process (pyroute2)")
