@@ -11,7 +11,7 @@ def test_guest_runs_chosen_kernel(guest, kernel):
 
 def test_overlay_on_tmpfs_write_syncfs(guest):
     """Overlay on tmpfs layers: write through the merged tree, syncfs returns 0, unmount."""
-    top = guest.scratch.path
+    top = guest.scratch
     for d in ("lower", "upper", "work", "merged"):
         guest.must.mkdir(f"{top}/{d}")
     fd = guest.must.open(f"{top}/lower/hello", os.O_CREAT | os.O_WRONLY, 0o644)

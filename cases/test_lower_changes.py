@@ -55,8 +55,8 @@ from overlay_harness.host.agent_client import GuestTimeout, is_errno
 from overlay_harness.host.vng import guest_python
 from overlay_harness.in_guest import script
 from overlay_harness.library.devices import Filesystem, ScratchDevice
+from overlay_harness.library.features import require
 from overlay_harness.library.overlay import Overlay, make_tree
-from overlay_harness.plugin import require
 
 pytestmark = [pytest.mark.lower_changes]
 
@@ -110,7 +110,7 @@ def assert_no_splat(guest, start):
 
 def tmpfs_upper(guest):
     """An upper "filesystem" for Overlay(): the case's scratch tmpfs."""
-    return types.SimpleNamespace(mnt=f"{guest.scratch.path}/upperfs")
+    return types.SimpleNamespace(mnt=f"{guest.scratch}/upperfs")
 
 
 def hold(guest, ovl, rel):
@@ -165,7 +165,7 @@ def lower_fs(guest, request):
     kind = request.param
     require(guest, "overlay", "loop", "dm", kind)
     dev = ScratchDevice(guest, f"ovh-lower-{os.getpid()}", size_mb=320).create()
-    fs = Filesystem(guest, kind, dev, f"{guest.scratch.path}/lowerfs").create()
+    fs = Filesystem(guest, kind, dev, f"{guest.scratch}/lowerfs").create()
     make_tree(guest, fs.path("lower"), LOWER_TREE)
     return fs
 
@@ -362,7 +362,7 @@ class NfsLower:
 
     def __init__(self, guest):
         self.guest = guest
-        top = guest.scratch.path
+        top = guest.scratch
         self.export = f"{top}/export"      # the server's directory (changed "on the server")
         self.mnt = f"{top}/nfs"            # the client mount: the overlay's lower
         self.ns = f"{top}/netns/ovh-nfs"   # bound by pyroute2; its dir is bind-mounted
@@ -436,7 +436,7 @@ def nfs(guest):
         guest.run(["modprobe", module], check=False)
     filesystems = guest.must.read_file("/proc/filesystems").decode().split()
     lacks = [fs for fs in ("nfsd", "nfs") if fs not in filesystems]
-    if "veth" not in guest.vm.modules:  # built in or loadable (no /sys/module entry when built in)
+    if "veth" not in guest.facts.modules:  # built in or loadable (no /sys/module entry when built in)
         lacks.append("veth")
     if lacks:
         pytest.skip(f"kernel {guest.vm.kernel.release} lacks {', '.join(lacks)}")

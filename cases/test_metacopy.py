@@ -72,7 +72,7 @@ class LowerFs:
 
     def __init__(self, guest, files):
         dev = ScratchDevice(guest, f"ovh-lower-{os.getpid()}", size_mb=64).create()
-        self.fs = Filesystem(guest, "ext4", dev, f"{guest.scratch.path}/lowerfs").create()
+        self.fs = Filesystem(guest, "ext4", dev, f"{guest.scratch}/lowerfs").create()
         self.dir = make_tree(guest, self.fs.path("l"), files)
         guest.must.sync()
 
@@ -367,7 +367,7 @@ def test_conflicting_options_without_upper(guest, lower, option):
     "translates to "follow"" when redirect_always_follow is set, else to "nofollow".
     So with two lower layers and no upper: follow mounts, nofollow fails, off follows
     the module's redirect_always_follow, userxattr and nfs_export=on fail (EINVAL)."""
-    second = make_tree(guest, f"{guest.scratch.path}/lower2", {"g": b"g"})
+    second = make_tree(guest, f"{guest.scratch}/lower2", {"g": b"g"})
     expected = errno.EINVAL
     if option == "redirect_dir=follow" or (option == "redirect_dir=off"
                                            and redirect_always_follow(guest)):

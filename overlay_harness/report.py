@@ -49,7 +49,7 @@ PROP_KERNEL, PROP_CASE, PROP_RELEASE, PROP_KNOWN = "kernel", "case", "guest_rele
 
 def _state(config):
     try:
-        from .plugin import STATE_KEY
+        from .plugin.session import STATE_KEY
     except ImportError:  # pragma: no cover - the harness plugin is always beside this one
         return None
     return config.stash.get(STATE_KEY, None)
@@ -108,8 +108,9 @@ def pytest_runtest_makereport(item, call):
         _set_property(item, PROP_CASE, case_key(item, kernel))
         if call.when == "call":
             try:
-                from .plugin import GUEST_KEY
-                g = item.stash.get(GUEST_KEY, None)
+                from .plugin.session import CASE_KEY
+                case = item.stash.get(CASE_KEY, None)
+                g = case.guest if case is not None else None
             except ImportError:  # pragma: no cover
                 g = None
             if g is not None and getattr(g, "release", None):
@@ -140,7 +141,7 @@ def _phase_outcome(report):
             return "xpassed" if hasattr(report, "wasxfail") else "passed"
         if report.failed:
             # overlay_harness.plugin marks a broken VM or harness (not the case's result) as an error.
-            return "error" if getattr(report, "ovh_error", False) else "failed"
+            return "error" if _props(report).get("infra_error") else "failed"
         return "xfailed" if hasattr(report, "wasxfail") else "skipped"
     return "error" if report.failed else None
 

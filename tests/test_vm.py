@@ -60,7 +60,7 @@ def host_state():
 
 def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_path, request):
     from overlay_harness.library.devices import Filesystem, ScratchDevice
-    from overlay_harness.plugin import STATE_KEY, Scratch
+    from overlay_harness.plugin.session import STATE_KEY
     state = request.config.stash[STATE_KEY]
     before = host_state()
     machine = vm_mod.VM(kernel, state.accel, tmp_path / "vm", name="ovh-selftest-teardown",
@@ -77,7 +77,7 @@ def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_
         # Devices, a filesystem and faults, all in the guest, none on the host.
         g.must.mkdir("/run/selftest")
         g.must.mount("selftest", "/run/selftest", "tmpfs", 0, None)
-        g.scratch = Scratch("/run/selftest")
+        g.scratch = "/run/selftest"
         g.run(["modprobe", "-a", "loop", "dm_mod"])
         dev = ScratchDevice(g, "selftest").create()
         fs = Filesystem(g, "ext4", dev, "/run/selftest/mnt").create()

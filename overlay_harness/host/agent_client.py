@@ -43,19 +43,28 @@ def is_errno(value):
 
 
 class HarnessError(Exception):
-    """The harness or the VM broke: an infrastructure error, not a kernel result."""
+    """The harness or the VM broke: an infrastructure error, not a kernel result. `kind`
+    names it in a report's infra_error property (what bisect and the results read)."""
+
+    kind = "harness"
 
 
 class AgentError(HarnessError):
     """The agent rejected a request (a harness bug, never a kernel errno)."""
 
+    kind = "agent"
+
 
 class GuestLost(HarnessError):
     """The channel to the agent closed: the guest died, panicked or was killed."""
 
+    kind = "lost"
+
 
 class GuestTimeout(HarnessError):
     """A call got no answer in time: the guest or the call hangs."""
+
+    kind = "timeout"
 
 
 def _encode(value, op, index):

@@ -66,9 +66,7 @@ class VM:
         self.port = None
         self.timings = {}
         self.boots = 0
-        self.reported_boots = 0
         self.boot_offset = 0  # where the current boot's console output begins
-        self.served = None  # the boot the last case ran on (the plugin's bookkeeping)
 
     # -- start ---------------------------------------------------------------
     def command(self, port):

@@ -15,6 +15,8 @@ from .agent_client import HarnessError
 class BootError(HarnessError):
     """The VM did not become ready."""
 
+    kind = "boot"
+
 
 def guest_python():
     for candidate in ("/usr/bin/python3", shutil.which("python3")):

@@ -41,7 +41,7 @@ class ScratchDevice:
         self.name = name
         self.size_bytes = size_mb << 20
         self.sectors = self.size_bytes // SECTOR
-        self.backing = f"{backing_dir or guest.scratch.path}/{name}.img"
+        self.backing = f"{backing_dir or guest.scratch}/{name}.img"
         self.loop = None
         self.table = None
         self.path = None  # /dev/dm-N once created

@@ -92,18 +92,16 @@ def short_repr(value, limit=160):
 class Guest:
     """Calls into one VM's agent, with a call log for the current case."""
 
-    def __init__(self, agent, release=None, label=""):
+    def __init__(self, agent, release=None, label="", vm=None, scratch=None, facts=None):
         self.agent = agent
-        self.release = release
+        self.release = release   # what the guest's kernel reports (uname -r)
         self.label = label
+        self.vm = vm             # the VM it runs in (its kernel, console log)
+        self.scratch = scratch   # the case's scratch directory in the guest (a tmpfs)
+        self.facts = facts       # GuestFacts of the boot: modules and features its kernel has
         self.log = []
         self.must = _Must(self)
-        self.vm = None           # set by the pytest fixture
-        self.scratch = None      # .path: the case's scratch directory (a tmpfs) in the guest
         self._deferred = []
-        self.kmsg_start = -1     # kernel log sequence number when the case began
-        self.kmsg_checked = -1   # ... and when it was last checked for splats
-        self.taint_start = 0
 
     def call(self, op, *args, _timeout=None, **kwargs):
         entry = Call(op, args, kwargs)

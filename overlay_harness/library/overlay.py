@@ -23,7 +23,7 @@ class Overlay:
         self.name = name
         self.lowers = list(lowers)
         self.upperfs = upper
-        self.merged = merged or f"{guest.scratch.path}/{name}.merged"
+        self.merged = merged or f"{guest.scratch}/{name}.merged"
         self.upper = f"{upper.mnt}/{name}/upper" if upper else None
         self.work = f"{upper.mnt}/{name}/work" if upper else None
         self.options = options

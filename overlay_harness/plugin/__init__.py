@@ -1,0 +1,21 @@
+"""Layer 4, the pytest layer: options, per-process state, fixtures, known issues, and
+what a case's report carries (splat check, sections, facts as properties).
+
+Load it with `-p overlay_harness.plugin` (conftest.py does); its parts:
+
+    options.py       every command-line option and marker (one place)
+    session.py       HarnessState (kernels, accelerator, run directory, VMs), the stash
+                     keys, the report header, parametrisation, end of session
+    fixtures.py      kernel, vm, guest, upper, lower, make_overlay
+    known_issues.py  known_issue markers -> strict xfails on the kernels in range
+    evidence.py      makereport: kernel-log check, infra_error / reproducer /
+                     console_log properties, the "guest: ..." sections
+    timing.py        where the time went (boots, set-up, body, teardown)
+"""
+
+pytest_plugins = [
+    "overlay_harness.plugin.options",
+    "overlay_harness.plugin.session",
+    "overlay_harness.plugin.fixtures",
+    "overlay_harness.plugin.evidence",
+]

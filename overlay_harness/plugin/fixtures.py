@@ -1,0 +1,165 @@
+"""The fixtures: the kernel under test, its VM (booted once per worker and reused), and
+per case the `guest` (call log, scratch tmpfs, cleanup stack, leak check), the
+`upper` filesystem on a fault-injectable dm device, a tmpfs `lower`, and
+`make_overlay`."""
+
+import os
+import re
+
+import pytest
+
+from ..host import kernel as kernel_mod
+from ..host.agent_client import HarnessError
+from ..library.devices import Filesystem, ScratchDevice
+from ..library.features import prepare_guest, require
+from ..library.guest import Guest
+from ..library.overlay import Overlay, make_tree
+from .known_issues import apply_known_issues
+from .session import CASE_KEY, CaseState, state_of
+
+SCRATCH_ROOT = "/run/ovh"
+
+
+@pytest.fixture(scope="session")
+def kernel(request):
+    """The kernel under test (one per --kernel)."""
+    return getattr(request, "param", None) or state_of(request.config).kernels[0]
+
+
+@pytest.fixture(scope="session")
+def vm(kernel, request):
+    """A booted VM running `kernel`, shared by the cases of this session."""
+    state = state_of(request.config)
+    lacking = kernel_mod.missing_options(kernel, ["boot"])
+    if lacking:
+        pytest.skip(kernel_mod.describe_missing(kernel, lacking) + ": virtme-ng cannot boot it")
+    machine = state.vm_for(kernel)
+    if not machine.alive():
+        _boot(machine, state, single=len(state.kernels) == 1)
+    yield machine
+    machine.stop()
+
+
+def _boot(machine, state, single=True):
+    """(Re)boot a VM. When it cannot boot, stop the run with one clear message (one
+    kernel: the recorder keeps it in summary.json as boot_failure), or fail this
+    kernel's cases with it (several kernels)."""
+    try:
+        machine.restart() if machine.proc else machine.start()
+        state.use(machine).facts = prepare_guest(machine)
+    except HarnessError as e:
+        machine.stop()
+        message = f"{machine.kernel.release}: the VM did not boot: {e}"
+        if single:
+            state.boot_failure = message
+            pytest.exit(message, returncode=3)
+        pytest.fail(message, pytrace=False)
+
+
+def guest_block_devices(guest):
+    """Loop devices with a backing file and device-mapper devices, by name."""
+    found = []
+    for name in guest.must.listdir("/sys/block"):
+        if name.startswith("loop"):
+            backing = guest.read_file(f"/sys/block/{name}/loop/backing_file")
+            if isinstance(backing, bytes):
+                found.append(f"{name} ({backing.decode().strip()})")
+        elif name.startswith("dm-"):
+            dm = guest.must.read_file(f"/sys/block/{name}/dm/name").decode().strip()
+            found.append(f"{name} ({dm})")
+    return found
+
+
+def _case_dirname(nodeid):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("::")[-1])[:60]
+
+
+@pytest.fixture
+def guest(vm, request):
+    """The agent of `vm`, for this case: call log, scratch tmpfs, cleanup, leak check."""
+    state = state_of(request.config)
+    use = state.use(vm)
+    if not healthy(vm):  # the last case lost the VM (panic, hang, QEMU killed): boot afresh
+        _boot(vm, state)
+    elif request.node.get_closest_marker("fresh_vm") and use.served == vm.boots:
+        _boot(vm, state)  # the case asked for a kernel no other case has touched
+    use.served = vm.boots
+    if vm.boots != use.reported_boots:  # this case waited for a boot: say so in its report
+        request.node.user_properties.append(("vm_boot_s", round(vm.timings["ready"], 2)))
+        use.reported_boots = vm.boots
+    apply_known_issues(request, vm.guest_release)
+    path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
+    g = Guest(vm.agent, release=vm.guest_release, label=vm.kernel.release, vm=vm, scratch=path,
+              facts=use.facts)
+    house = Guest(vm.agent)  # the harness's own bookkeeping: kept out of the case's call log
+    kmsg = house.must.kmsg_seq()
+    request.node.stash[CASE_KEY] = CaseState(
+        guest=g, vm=vm, kmsg_start=kmsg, kmsg_checked=kmsg,
+        taint_start=int(house.must.read_file("/proc/sys/kernel/tainted")),
+        prelude=use.facts.prelude if use.facts else [])
+    before_mounts = set(house.mounts())
+    before_devs = set(guest_block_devices(house))
+    g.must.makedirs(path)
+    g.must.mount("ovh-scratch", path, "tmpfs", 0, "size=1g,mode=0755")
+    g.defer(_remove_scratch, g, path)
+    yield g
+    if not healthy(vm):
+        return  # the guest is gone: nothing to clean, the error says why
+    g.must.chdir("/")
+    open_fds = g.must.close_all()  # open files would keep the mounts busy
+    errors = g.run_deferred()
+    leaks = [f"mount {m}" for m in house.mounts() if m not in before_mounts]
+    leaks += [f"block device {d}" for d in guest_block_devices(house) if d not in before_devs]
+    if leaks:
+        _force_cleanup(g, path)
+    problems = errors + leaks
+    if problems:
+        pytest.fail("the case left things behind in the guest:\n  " + "\n  ".join(problems)
+                    + (f"\n  (and fds {open_fds}, now closed)" if open_fds else ""),
+                    pytrace=False)
+
+
+@pytest.fixture
+def upper(guest, upper_fs, request):
+    """A fresh `upper_fs` filesystem on a dm device (healthy until a case switches it)."""
+    require(guest, "loop", "dm", "dm-flakey", upper_fs.split("-")[0])
+    dev = ScratchDevice(guest, f"ovh-upper-{os.getpid()}",
+                        faults=not request.config.getoption("without_faults")).create()
+    return Filesystem(guest, upper_fs, dev, f"{guest.scratch}/upperfs").create()
+
+
+@pytest.fixture
+def lower(guest):
+    """A lower directory on the scratch tmpfs with one 64 KiB file, `f`."""
+    require(guest, "overlay")
+    return make_tree(guest, f"{guest.scratch}/lower", {"f": b"L" * 65536})
+
+
+@pytest.fixture
+def make_overlay(guest, upper, lower):
+    """make_overlay(name="ovl", lowers=None, merged=None, **options): an Overlay on `upper`
+    (not mounted); overlays with the same name share upper and work dirs."""
+    def make(name="ovl", lowers=None, merged=None, **options):
+        return Overlay(guest, name, lowers or [lower], upper, merged=merged, **options)
+    return make
+
+
+def _remove_scratch(g, path):
+    g.must.chdir("/")
+    g.must.close_all()
+    g.must.umount2(path, 0)
+    g.must.rmdir(path)
+
+
+def _force_cleanup(g, path):
+    """Best effort after a leak, so the next case starts clean."""
+    for m in sorted(g.mounts(), key=len, reverse=True):
+        if m.startswith(SCRATCH_ROOT + "/"):
+            g.umount2(m, 2)  # MNT_DETACH
+    g.run(["dmsetup", "remove_all", "--force"], check=False)
+    g.run(["losetup", "-D"], check=False)
+    g.run(["rm", "-rf", path], check=False)
+
+
+def healthy(vm):
+    return vm.alive() and vm.agent is not None and not vm.agent.broken
