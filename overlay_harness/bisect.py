@@ -30,8 +30,9 @@ from .host.vng import vng_command, vng_env
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 ROOT = Path(__file__).resolve().parent.parent
 BOOT_CASE = "cases/test_boot.py::test_guest_runs_chosen_kernel"
-BOOT_FAILURE_WORDS = ("the VM did not boot", "BootError", "no guest agent", "vng exited",
-                      "SSH to 127.0.0.1", "GuestLost")
+# infra_error kinds (HarnessError.kind) that mean the kernel did not come up or did not
+# stay up: a commit that cannot be tested rather than a bad one.
+UNTESTABLE = {"boot", "lost"}
 
 
 def log(msg):
@@ -66,13 +67,12 @@ def build(tree, fragment, reconfigure=True, jobs=None):
     return True
 
 
-def verdict(summary, pytest_status, output=""):
-    """(exit status, why) from a summary.json of overlay_harness.report, pytest's status and
-    its output."""
-    if pytest_status == 3 and "the VM did not boot" in output:
-        # overlay_harness.plugin stops a one-kernel run with status 3 when the VM cannot boot.
-        line = next((x for x in output.splitlines() if "the VM did not boot" in x), "")
-        return SKIP, line.strip()
+def verdict(summary, pytest_status):
+    """(exit status, why) from the run's summary.json (results/recorder.py) and pytest's
+    status. Only fields are read: outcome, infra_error, boot_failure; never messages."""
+    if pytest_status == 3 and summary and summary.get("boot_failure"):
+        # the plugin stops a one-kernel run with status 3 when the VM cannot boot
+        return SKIP, summary["boot_failure"]
     if pytest_status in (2, 3, 4, 5):
         what = {2: "interrupted", 3: "an internal error", 4: "a usage error", 5: "no case selected"}
         return ABORT, f"pytest ended with {what[pytest_status]} (exit {pytest_status})"
@@ -85,8 +85,7 @@ def verdict(summary, pytest_status, output=""):
         return SKIP, f"the kernel did not boot or ran something else: {boot[0].get('message', '')}"
     chosen = [r for r in results if r not in boot] or boot
     bad = [r for r in chosen if r["outcome"] in ("failed", "error")]
-    if bad and all(r["outcome"] == "error" and any(w in r.get("message", "") for w in BOOT_FAILURE_WORDS)
-                   for r in bad):
+    if bad and all(r["outcome"] == "error" and r.get("infra_error") in UNTESTABLE for r in bad):
         return SKIP, "the VM did not come up: " + bad[0].get("message", "")
     if bad:
         return BAD, "; ".join(f"{r['case']}: {r['outcome']}" for r in bad[:5])
@@ -96,7 +95,7 @@ def verdict(summary, pytest_status, output=""):
 
 
 def run_cases(tree, pytest_args, results_dir, python=sys.executable):
-    argv = [python, "-m", "pytest", "-p", "overlay_harness.report", "-p", "no:cacheprovider",
+    argv = [python, "-m", "pytest", "-p", "overlay_harness.results.recorder", "-p", "no:cacheprovider",
             "--kernel", str(tree), "--results-dir", str(results_dir), *pytest_args]
     if BOOT_CASE not in pytest_args:
         argv.append(BOOT_CASE)
@@ -105,13 +104,13 @@ def run_cases(tree, pytest_args, results_dir, python=sys.executable):
     with open(out_file, "w") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
-        for line in proc.stdout:   # shown as it comes, and kept for the verdict
+        for line in proc.stdout:   # shown as it comes, and kept in pytest.log
             sys.stdout.write(line)
             out.write(line)
         status = proc.wait()
     summaries = sorted(Path(results_dir).glob("*/summary.json"))
     summary = json.loads(summaries[-1].read_text()) if summaries else None
-    return status, summary, out_file.read_text(errors="replace")
+    return status, summary
 
 
 def main(argv=None):
@@ -141,8 +140,8 @@ def main(argv=None):
         return SKIP
     step_dir = args.results_dir / f"{commit}-{time.strftime('%Y%m%d-%H%M%S')}"
     step_dir.mkdir(parents=True, exist_ok=True)
-    status, summary, output = run_cases(tree, pytest_args, step_dir)
-    code, why = verdict(summary, status, output)
+    status, summary = run_cases(tree, pytest_args, step_dir)
+    code, why = verdict(summary, status)
     word = {GOOD: "good", BAD: "bad", SKIP: "skip", ABORT: "abort"}[code]
     log(f"{commit}: {word} ({why}); results in {step_dir}")
     return code

@@ -1,4 +1,4 @@
-"""overlay_harness.report with fake cases (no VM): the kernel x case table, regressions, the JSON
+"""The results layer with fake cases (no VM): the kernel x case table, regressions, the JSON
 summary, the HTML page, JUnit evidence, and the same under pytest-xdist."""
 
 import json
@@ -81,7 +81,7 @@ def suite(pytester, request):
         images[rel] = bzimage(pytester.path / f"vmlinuz-{rel}", rel)
 
     def run(*kernels, extra=(), subprocess=False):
-        args = ["-p", "overlay_harness.plugin", "-p", "overlay_harness.report", "--accel", "tcg",
+        args = ["-p", "overlay_harness.plugin", "-p", "overlay_harness.results.recorder", "--accel", "tcg",
                 "--results-dir", str(pytester.path / "results"), "-p", "no:cacheprovider",
                 "-o", "xfail_strict=true", *extra]
         for k in kernels:
@@ -229,7 +229,8 @@ def test_a_broken_vm_is_an_error_not_a_failure(suite):
 
 
 def test_by_case_folds_parameters_and_lists_known_issues():
-    from overlay_harness.report import Results, by_case_markdown
+    from overlay_harness.results.model import Results
+    from overlay_harness.results.render import by_case_markdown
     summary = {"kernels": [{"label": "6.1"}], "results": [
         {"case": "cases/test_v.py::test_a[ext4]", "kernel": "6.1", "outcome": "passed"},
         {"case": "cases/test_v.py::test_a[xfs]", "kernel": "6.1", "outcome": "xfailed",

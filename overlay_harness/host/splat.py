@@ -2,10 +2,9 @@
 
 import functools
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 POLICY_FILE = Path(__file__).with_name("splats.toml")
 KERN_ERR = 3

@@ -1,0 +1,164 @@
+"""The results of a run as data: an Outcome per (case, kernel), in the order the kernels
+were given; regressions against the first kernel; known issues; totals. No pytest:
+the recorder feeds it reports (duck-typed: when, outcome, user_properties), the
+command line feeds it summary.json files."""
+
+import enum
+import time
+
+
+class Outcome(enum.StrEnum):
+    """A case's outcome on one kernel (summary.json holds the values)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"        # the VM or the harness broke (never blamed on the case)
+    SKIPPED = "skipped"
+    XFAILED = "xfailed"    # a known issue, as its marker expects
+    XPASSED = "xpassed"
+
+
+# Outcomes that count as "fails" on a later kernel when the first one passed.
+REGRESSED = {Outcome.FAILED, Outcome.ERROR, Outcome.XFAILED}
+
+# Report properties (user_properties) the results read: set by this layer's recorder
+# (kernel, case, guest release, known issue) and by the plugin's evidence (the rest).
+PROP_KERNEL, PROP_CASE, PROP_RELEASE, PROP_KNOWN = "kernel", "case", "guest_release", "known_issue"
+PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE = "infra_error", "reproducer", "console_log"
+
+
+def _props(report):
+    return {k: v for k, v in (tuple(p) for p in getattr(report, "user_properties", ()))}
+
+
+def _phase_outcome(report):
+    """The Outcome a phase's report decides, or None (a passing set-up or teardown)."""
+    if report.when == "setup":
+        if report.failed:
+            return Outcome.ERROR
+        if report.skipped:
+            return Outcome.XFAILED if hasattr(report, "wasxfail") else Outcome.SKIPPED
+        return None
+    if report.when == "call":
+        if report.passed:
+            return Outcome.XPASSED if hasattr(report, "wasxfail") else Outcome.PASSED
+        if report.failed:
+            # a broken VM or harness (the infra_error property), not the case's result
+            return Outcome.ERROR if _props(report).get(PROP_INFRA) else Outcome.FAILED
+        return Outcome.XFAILED if hasattr(report, "wasxfail") else Outcome.SKIPPED
+    return Outcome.ERROR if report.failed else None
+
+
+def _message(report):
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2])
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return crash.message.strip()[:1000]
+    text = getattr(report, "longreprtext", "") or ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:1000] if lines else ""
+
+
+class Results:
+    """Outcomes per (case, kernel), in the order the kernels were given."""
+
+    def __init__(self, kernels=()):
+        self.kernels = list(kernels)      # labels, first one is the baseline
+        self.rows = {}                    # (case, kernel) -> record
+        self.cases = []                   # in first-seen order
+        self.started = time.time()
+
+    def add(self, report):
+        props = _props(report)
+        kernel, case = props.get(PROP_KERNEL), props.get(PROP_CASE)
+        if kernel is None or case is None:
+            return
+        if kernel not in self.kernels:
+            self.kernels.append(kernel)
+        if case not in self.cases:
+            self.cases.append(case)
+        rec = self.rows.setdefault((case, kernel), {
+            "case": case, "kernel": kernel, "nodeid": report.nodeid, "outcome": None,
+            "duration": 0.0, "setup": 0.0, "teardown": 0.0})
+        rec[report.when if report.when != "call" else "duration"] = round(report.duration, 3)
+        if props.get(PROP_RELEASE):
+            rec["guest_release"] = props[PROP_RELEASE]
+        if props.get(PROP_KNOWN):
+            rec["known_issue"] = props[PROP_KNOWN]
+        outcome = _phase_outcome(report)
+        if outcome is None:
+            return
+        if report.when == "teardown" and rec["outcome"] in (Outcome.FAILED, Outcome.ERROR):
+            return  # the case's own failure says more than its teardown's
+        rec["outcome"] = outcome
+        if outcome in (Outcome.XFAILED, Outcome.XPASSED):
+            rec["reason"] = str(getattr(report, "wasxfail", "") or rec.get("known_issue", ""))
+        if outcome not in (Outcome.PASSED, Outcome.XPASSED):
+            rec["message"] = _message(report)
+        for name in (PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE):
+            if props.get(name):
+                rec[name] = props[name]
+
+    def outcome(self, case, kernel):
+        rec = self.rows.get((case, kernel))
+        return rec["outcome"] if rec else None
+
+    def differs(self, case):
+        return len({self.outcome(case, k) for k in self.kernels}) > 1
+
+    def ordered_cases(self):
+        """Cases whose outcome differs between kernels first, then the rest; each group
+        in the order the cases ran."""
+        return ([c for c in self.cases if self.differs(c)]
+                + [c for c in self.cases if not self.differs(c)])
+
+    def regressions(self):
+        """(case, kernel, outcome): passed on the first kernel, failed/errored/xfailed
+        on a later one."""
+        if len(self.kernels) < 2:
+            return []
+        first, later = self.kernels[0], self.kernels[1:]
+        found = []
+        for case in self.cases:
+            if self.outcome(case, first) != Outcome.PASSED:
+                continue
+            for k in later:
+                if self.outcome(case, k) in REGRESSED:
+                    found.append((case, k, self.outcome(case, k)))
+        return found
+
+    def known_issues(self):
+        out = []
+        for case in self.cases:
+            for k in self.kernels:
+                rec = self.rows.get((case, k))
+                if rec and (rec.get("known_issue") or rec["outcome"] in (Outcome.XFAILED, Outcome.XPASSED)):
+                    out.append({"case": case, "kernel": k, "outcome": rec["outcome"],
+                                "reason": rec.get("reason") or rec.get("known_issue", "")})
+        return out
+
+    def totals(self):
+        tot = {}
+        for (_, k), rec in self.rows.items():
+            key = rec["outcome"] or "not run"
+            tot.setdefault(k, {}).setdefault(key, 0)
+            tot[k][key] += 1
+        return tot
+
+    def records(self):
+        return [self.rows[(c, k)] for c in self.cases for k in self.kernels if (c, k) in self.rows]
+
+    @classmethod
+    def from_summaries(cls, summaries):
+        res = cls()
+        for s in summaries:
+            for k in s["kernels"]:
+                if k["label"] not in res.kernels:
+                    res.kernels.append(k["label"])
+            for rec in s["results"]:
+                rec = dict(rec, outcome=Outcome(rec["outcome"]) if rec.get("outcome") else None)
+                if rec["case"] not in res.cases:
+                    res.cases.append(rec["case"])
+                res.rows[(rec["case"], rec["kernel"])] = rec
+        return res

@@ -1,0 +1,221 @@
+"""The results layer's pytest side: every case's report is gathered into Results in the
+process that reports (the xdist controller, or the only process), and at the end
+written as results/<run>/summary.json, report.html and table.md; a failing case's
+evidence goes into --junitxml; regressions fail the run.
+
+Load it with `-p overlay_harness.results.recorder` (conftest.py does). Per-case data
+travels as report properties (user_properties survive pytest-xdist): the kernel and
+the case key are set here; infra_error, reproducer and console_log come from
+plugin/evidence.py.
+
+- Several --kernel: every case runs on each; the end of the report is a table,
+  case x kernel, the cases whose outcome differs first.
+- A case that passed on the first kernel and failed, errored or xfailed on a later
+  one is a regression: the run fails (exit status 1) even when every kernel on its
+  own would have passed (an xfail that a known_issue marker expects).
+"""
+
+import datetime
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ..host import kernel as kernel_mod
+from ..plugin.session import CASE_KEY, STATE_KEY
+from .model import PROP_CASE, PROP_CONSOLE, PROP_KERNEL, PROP_KNOWN, PROP_RELEASE, PROP_REPRODUCER, Results
+from .render import html_page, markdown_table, regression_line, text_table
+
+
+def _state(config):
+    """The plugin's HarnessState, or None where only this plugin is loaded."""
+    return config.stash.get(STATE_KEY, None)
+
+
+def _kernel_of(item):
+    """The Kernel an item runs on, or None for an item without the `kernel` fixture."""
+    if "kernel" not in getattr(item, "fixturenames", ()):
+        return None
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "kernel" in callspec.params:
+        return callspec.params["kernel"]
+    state = _state(item.config)
+    return state.kernels[0] if state is not None and state.kernels else None
+
+
+def case_key(item, kernel):
+    """The node id without the kernel's part of the parameter id, so the same case on
+    two kernels has one key: test_x[6.1.0-56-amd64-ext4] -> test_x[ext4]."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "kernel" not in callspec.params:
+        return item.nodeid
+    ident = callspec.id
+    kid = getattr(kernel, "release", str(kernel))
+    if ident == kid:
+        rest = ""
+    elif ident.startswith(kid + "-"):
+        rest = ident[len(kid) + 1:]
+    elif ident.endswith("-" + kid):
+        rest = ident[:-len(kid) - 1]
+    else:
+        rest = ident.replace(f"-{kid}-", "-", 1)
+    base = item.nodeid[: -(len(ident) + 2)] if item.nodeid.endswith(f"[{ident}]") else item.nodeid
+    return f"{base}[{rest}]" if rest else base
+
+
+def _label(kernel):
+    return getattr(kernel, "label", None) or str(kernel)
+
+
+def _set_property(item, name, value):
+    props = item.user_properties
+    for i, (key, _) in enumerate(props):
+        if key == name:
+            props[i] = (name, value)
+            return
+    props.append((name, value))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    kernel = _kernel_of(item)
+    if kernel is not None:
+        # Before the report is made, so that it (and JUnit's <properties>) carries them.
+        _set_property(item, PROP_KERNEL, _label(kernel))
+        _set_property(item, PROP_CASE, case_key(item, kernel))
+        if call.when == "call":
+            case = item.stash.get(CASE_KEY, None)
+            g = case.guest if case is not None else None
+            if g is not None and getattr(g, "release", None):
+                _set_property(item, PROP_RELEASE, g.release)
+            reasons = [m.kwargs.get("reason") or (m.args[1] if len(m.args) > 1 else "")
+                       for m in item.iter_markers("xfail")]
+            reasons = [r for r in reasons if r]
+            if reasons:
+                _set_property(item, PROP_KNOWN, "; ".join(reasons))
+    yield
+
+
+def _kernel_meta(kernel):
+    meta = {"label": _label(kernel), "release": getattr(kernel, "release", str(kernel))}
+    for name in ("image", "run_arg", "tree", "config_path", "modules_dir"):
+        value = getattr(kernel, name, None)
+        meta["config" if name == "config_path" else name] = str(value) if value is not None else None
+    meta["package"] = getattr(kernel, "package", None)
+    try:
+        meta["config_known"] = kernel_mod.config_known(kernel)
+        meta["missing_options"] = kernel_mod.missing_options(kernel)
+    except (OSError, AttributeError, KeyError):
+        meta["missing_options"] = None
+    return meta
+
+
+class ReportPlugin:
+    """The reporting side, one per config (registered by pytest_configure)."""
+
+    def __init__(self, config):
+        self.config = config
+        state = _state(config)
+        self.results = Results([_label(k) for k in state.kernels] if state is not None else [])
+        self.written = None
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case
+    def pytest_runtest_logreport(self, report):
+        self.results.add(report)
+        _junit_evidence(self.config, report)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        res = self.results
+        state = _state(self.config)
+        if not res.rows and not getattr(state, "boot_failure", None):
+            return
+        regs = res.regressions()
+        if regs and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if regs and tr is not None:
+            tr.stats.setdefault("regressed", []).extend(regs)
+        self.written, _ = _write_outputs(session, res, session.exitstatus)
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config):
+        res = self.results
+        if not res.rows:
+            return
+        tr = terminalreporter
+        if len(res.kernels) > 1:
+            lines, ndiff = text_table(res)
+            tr.write_sep("=", f"case × kernel ({ndiff} of {len(res.cases)} cases differ)")
+            for line in lines:
+                tr.write_line(line)
+        regs = res.regressions()
+        if regs:
+            tr.write_sep("=", f"{len(regs)} regression{'s' if len(regs) != 1 else ''}", red=True, bold=True)
+            for c, k, o in regs:
+                tr.write_line(regression_line(res, c, k, o), red=True)
+        if self.written:
+            tr.write_line(f"overlay-harness results: {self.written}/summary.json, "
+                          f"{self.written}/report.html")
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: only makereport runs there; the controller reports
+    config.pluginmanager.register(ReportPlugin(config), "overlay-harness-report")
+
+
+def _junit_evidence(config, report):
+    """Properties and <system-out> for a failing or erroring case in --junitxml."""
+    if not report.failed:
+        return
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover
+        return
+    xml = config.stash.get(xml_key, None)
+    sections = [(name, text) for name, text in report.sections if name.startswith("guest:")]
+    if xml is None or not sections:
+        return
+    reporter = xml.node_reporter(report)
+    props = dict(report.user_properties)
+    for name in (PROP_REPRODUCER, PROP_CONSOLE):
+        if props.get(name):
+            reporter.add_property(name, props[name])
+    text = "\n".join(f"----- {name} ({report.when}) -----\n{body.rstrip()}\n" for name, body in sections)
+    node = ET.Element("system-out")
+    node.text = text
+    reporter.append(node)
+
+
+def _write_outputs(session, res, exitstatus):
+    state = _state(session.config)
+    run_dir = Path(state.run_dir) if state is not None else (
+        Path(session.config.rootpath) / "results" / time.strftime("run-%Y%m%d-%H%M%S"))
+    kernels = [_kernel_meta(k) for k in state.kernels] if state is not None else [
+        {"label": k, "release": k} for k in res.kernels]
+    try:
+        accel = state.accel if state is not None else None
+    except pytest.UsageError:
+        accel = None
+    summary = {
+        "run_id": getattr(state, "run_id", run_dir.name),
+        "run_dir": str(run_dir),
+        "started": datetime.datetime.fromtimestamp(res.started).isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "exit_status": int(exitstatus),
+        "accel": {"name": accel.name, "reason": accel.reason} if accel is not None else None,
+        "config_fragment": str(kernel_mod.FRAGMENT),
+        "kernels": kernels,
+        "results": res.records(),
+        "regressions": [{"case": c, "kernel": k, "outcome": o, "baseline": res.kernels[0]}
+                        for c, k, o in res.regressions()],
+        "known_issues": res.known_issues(),
+        "totals": res.totals(),
+        "boot_failure": getattr(state, "boot_failure", None),  # the run stopped: the VM did not boot
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / "report.html").write_text(html_page(res, summary))
+    (run_dir / "table.md").write_text(markdown_table(res))
+    return run_dir, summary
