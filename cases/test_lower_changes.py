@@ -43,7 +43,6 @@ the case must hold no oops, BUG, WARNING or hung-task report.
 """
 
 import errno
-import importlib.util
 import os
 import re
 import time
@@ -51,12 +50,16 @@ import types
 
 import pytest
 
-from overlay_harness.host.agent_client import GuestTimeout, is_errno
-from overlay_harness.host.vng import guest_python
-from overlay_harness.in_guest import script
-from overlay_harness.library.devices import Filesystem, ScratchDevice
-from overlay_harness.library.features import require
-from overlay_harness.library.overlay import Overlay, make_tree
+from overlay_harness import (
+    GuestTimeout,
+    LowerFs,
+    NfsLower,
+    Overlay,
+    is_errno,
+    make_tree,
+    require,
+    skip_unless_nfs,
+)
 
 pytestmark = [pytest.mark.lower_changes]
 
@@ -104,13 +107,8 @@ class Probe:
 
 def assert_no_splat(guest, start):
     """overlayfs.rst: lower changes "will not result in a crash or deadlock"."""
-    bad = [r[3] for r in guest.must.kmsg(start) if SPLAT.search(r[3])]
+    bad = [line for line in guest.kmsg_lines(start) if SPLAT.search(line)]
     assert not bad, "the kernel logged:\n" + "\n".join(bad[:20])
-
-
-def tmpfs_upper(guest):
-    """An upper "filesystem" for Overlay(): the case's scratch tmpfs."""
-    return types.SimpleNamespace(mnt=f"{guest.scratch}/upperfs")
 
 
 def hold(guest, ovl, rel):
@@ -164,14 +162,11 @@ def lower_fs(guest, request):
     """A fresh `ext4` or `xfs` filesystem on a scratch dm device, holding LOWER_TREE."""
     kind = request.param
     require(guest, "overlay", "loop", "dm", kind)
-    dev = ScratchDevice(guest, f"ovh-lower-{os.getpid()}", size_mb=320).create()
-    fs = Filesystem(guest, kind, dev, f"{guest.scratch}/lowerfs").create()
-    make_tree(guest, fs.path("lower"), LOWER_TREE)
-    return fs
+    return LowerFs(guest, LOWER_TREE, kind=kind, size_mb=320, dirname="lower", sync=False)
 
 
 def local_overlay(guest, lower_fs):
-    ovl = Overlay(guest, "ovl", [lower_fs.path("lower")], tmpfs_upper(guest))
+    ovl = Overlay(guest, "ovl", [lower_fs.path()], f"{guest.scratch}/upperfs")
     assert ovl.mount() == 0
     return ovl
 
@@ -195,7 +190,7 @@ def test_lower_dir_renamed_while_in_use(guest, lower_fs):
     start = guest.must.kmsg_seq()
     ovl = local_overlay(guest, lower_fs)
     h = hold(guest, ovl, "d")
-    guest.must.rename(lower_fs.path("lower/d"), lower_fs.path("lower/d2"))
+    guest.must.rename(lower_fs.path("d"), lower_fs.path("d2"))
     probe = Probe(guest)
     probe_names(probe, ovl, "d")
     probe_holders(probe, h)
@@ -220,7 +215,7 @@ def test_lower_dir_deleted_while_in_use(guest, lower_fs):
     start = guest.must.kmsg_seq()
     ovl = local_overlay(guest, lower_fs)
     h = hold(guest, ovl, "d")
-    guest.run(["rm", "-rf", lower_fs.path("lower/d")])
+    guest.run(["rm", "-rf", lower_fs.path("d")])
     probe = Probe(guest)
     probe_holders(probe, h)
     probe_names(probe, ovl, "d")
@@ -248,10 +243,10 @@ def test_lower_files_replaced_renamed_deleted_while_open(guest, lower_fs):
         fds[rel] = (guest.must.open(ovl.path(rel), os.O_RDONLY),
                     guest.must.open(ovl.path(rel), os.O_PATH))
     kfd = guest.must.open(ovl.path("keep"), os.O_RDONLY | os.O_DIRECTORY)
-    guest.must.write_file(lower_fs.path("lower/top.new"), NEW)
-    guest.must.rename(lower_fs.path("lower/top.new"), lower_fs.path("lower/top"))
-    guest.must.rename(lower_fs.path("lower/keep/h"), lower_fs.path("lower/keep/h2"))
-    guest.must.unlink(lower_fs.path("lower/d/f"))
+    guest.must.write_file(lower_fs.path("top.new"), NEW)
+    guest.must.rename(lower_fs.path("top.new"), lower_fs.path("top"))
+    guest.must.rename(lower_fs.path("keep/h"), lower_fs.path("keep/h2"))
+    guest.must.unlink(lower_fs.path("d/f"))
     probe = Probe(guest)
     for rel, (fd, pfd) in fds.items():
         probe(f"pread {rel} fd", "pread", fd, 4096, 0)
@@ -286,9 +281,9 @@ def test_create_through_dir_fd_after_lower_dir_changed(guest, lower_fs, change):
     ovl = local_overlay(guest, lower_fs)
     h = hold(guest, ovl, "d")
     if change == "rename":
-        guest.must.rename(lower_fs.path("lower/d"), lower_fs.path("lower/d2"))
+        guest.must.rename(lower_fs.path("d"), lower_fs.path("d2"))
     else:
-        guest.run(["rm", "-rf", lower_fs.path("lower/d")])
+        guest.run(["rm", "-rf", lower_fs.path("d")])
     probe = Probe(guest)
     probe("openat(dirfd, new, O_CREAT)", "open", "new", os.O_CREAT | os.O_WRONLY, 0o644,
           dir_fd=h.dfd)
@@ -333,114 +328,18 @@ def test_index_lower_root_swapped_mount_fails_estale(guest, upper):
 
 
 # -- remote lower: NFS served from a network namespace of the same guest -----------------
-NFS_CLIENT = "169.254.231.1"   # link-local /30 on a veth pair inside the guest
-NFS_SERVER = "169.254.231.2"
-TIMEO, RETRANS = 10, 2        # deciseconds, retransmissions: soft requests give up fast
-# nfs(5): over TCP the timeout grows linearly by timeo per retransmission, so one request
-# gives up after at most timeo*(1+2+..+(retrans+1)) = 6 s here; a syscall makes a few.
-OUTAGE_CALL_BOUND = 60
-NFS_OPTIONS = (f"vers=3,proto=tcp,mountproto=tcp,nolock,soft,timeo={TIMEO},retrans={RETRANS},"
-               f"lookupcache=none,actimeo=0,addr={NFS_SERVER},mountaddr={NFS_SERVER}")
-NFS_TOOLS = ("/usr/sbin/rpcbind", "/usr/sbin/rpcinfo", "/usr/sbin/rpc.mountd",
-             "/usr/sbin/rpc.nfsd", "/usr/sbin/exportfs")
 NFS_TREE = {"f": DATA, "d/f": DATA, "d/sub/g": DATA}
-# The guest shares the host's root: the helper runs there with the guest's system python
-# (it starts in a fraction of the venv's time under TCG) and finds pyroute2 where the
-# host has it.
-HELPER = script("netns.py")
-NETCTL = "/run/ovh-netctl.sock"  # the guest's network control process: one per VM
-
-
-def pyroute2_site():
-    spec = importlib.util.find_spec("pyroute2")
-    return None if spec is None else os.path.dirname(spec.submodule_search_locations[0])
-
-
-class NfsLower:
-    """An NFS export served from a network namespace of the guest (overlay_harness/in_guest/netns.py)
-    and mounted, soft, in the guest's own namespace: the lower layer of an overlay."""
-
-    def __init__(self, guest):
-        self.guest = guest
-        top = guest.scratch
-        self.export = f"{top}/export"      # the server's directory (changed "on the server")
-        self.mnt = f"{top}/nfs"            # the client mount: the overlay's lower
-        self.ns = f"{top}/netns/ovh-nfs"   # bound by pyroute2; its dir is bind-mounted
-        self.state = f"{top}/nfs-state"
-        self.veth, self.peer = "ovhnfs0", "ovhnfs1"
-
-    def helper(self, *argv, timeout=120, check=True):
-        """overlay_harness/in_guest/netns.py in the guest: -S for a cheap start, -I to keep the cwd (maybe
-        inside the overlay) off sys.path."""
-        return self.guest.run([guest_python(), "-I", "-S", HELPER, *argv], timeout=timeout,
-                              check=check)
-
-    def start(self):
-        g = self.guest
-        make_tree(g, self.export, NFS_TREE)
-        g.must.makedirs(os.path.dirname(self.ns))
-        g.defer(self._check_gone)  # runs last: nothing of the server or the namespace is left
-        self.helper("net-start", "--control", NETCTL, "--site", pyroute2_site(), timeout=420)
-        g.defer(self._net_stop)
-        self.helper("net-ctl", "--control", NETCTL, "setup", "--ns", self.ns, "--veth", self.veth,
-                    "--peer", self.peer, "--addr", f"{NFS_CLIENT}/30",
-                    "--peer-addr", f"{NFS_SERVER}/30")
-        g.defer(self.helper, "nfs-stop", "--state", self.state)
-        self.helper("nfs-start", "--ns", self.ns, "--state", self.state,
-                    "--export", self.export, "--client", NFS_CLIENT, timeout=180)
-        g.must.makedirs(self.mnt)
-        assert g.mount(f"{NFS_SERVER}:{self.export}", self.mnt, "nfs", 0, NFS_OPTIONS) == 0, \
-            "NFS mount of the guest's own server failed"
-        g.defer(self._umount)
-        return self
-
-    def _net_stop(self):
-        """Remove the veth pair, the namespace and its bind mount (through the control
-        process; directly if it is gone)."""
-        if self.helper("net-ctl", "--control", NETCTL, "stop", "--ns", self.ns,
-                       "--veth", self.veth, check=False).rc == 0:
-            return
-        self.helper("teardown", "--ns", self.ns, "--veth", self.veth, "--site", pyroute2_site(),
-                    timeout=300)
-
-    def _check_gone(self):
-        res = self.helper("leftovers", "--ns", self.ns, "--veth", self.veth, check=False)
-        if res.rc != 0:
-            raise AssertionError(f"left behind in the guest: {res.stdout.strip()} {res.stderr.strip()}")
-
-    def _umount(self):
-        if self.mnt in self.guest.mounts():
-            self.guest.must.umount2(self.mnt, 0)
-
-    def link(self, state):
-        """Set the server's end of the veth pair up or down (pyroute2, in its namespace)."""
-        self.helper("net-ctl", "--control", NETCTL, "link", self.peer, state, "--ns", self.ns)
-
-    def overlay(self):
-        ovl = Overlay(self.guest, "ovl", [self.mnt], tmpfs_upper(self.guest))
-        assert ovl.mount() == 0
-        return ovl
+# nfs(5): over TCP the timeout grows linearly by timeo per retransmission, so one request
+# gives up after at most timeo*(1+2+..+(retrans+1)) = 6 s here (TIMEO=10, RETRANS=2 in
+# the library's NFS_OPTIONS); a syscall makes a few.
+OUTAGE_CALL_BOUND = 60
 
 
 @pytest.fixture
 def nfs(guest):
-    """An NFS lower layer, or a skip naming what the guest lacks."""
-    require(guest, "overlay", "nfs")
-    missing = [p for p in NFS_TOOLS if not isinstance(guest.stat(p), dict)]
-    if missing:
-        pytest.skip(f"NFS server tools missing in the guest: {', '.join(missing)} "
-                    "(Debian packages nfs-kernel-server, rpcbind; see setup.sh)")
-    if pyroute2_site() is None:
-        pytest.skip("pyroute2 missing from the project's venv (run ./setup.sh)")
-    for module in ("nfsd", "nfs", "nfsv3", "veth"):
-        guest.run(["modprobe", module], check=False)
-    filesystems = guest.must.read_file("/proc/filesystems").decode().split()
-    lacks = [fs for fs in ("nfsd", "nfs") if fs not in filesystems]
-    if "veth" not in guest.facts.modules:  # built in or loadable (no /sys/module entry when built in)
-        lacks.append("veth")
-    if lacks:
-        pytest.skip(f"kernel {guest.vm.kernel.release} lacks {', '.join(lacks)}")
-    return NfsLower(guest).start()
+    """An NFS lower layer holding NFS_TREE, or a skip naming what the guest lacks."""
+    skip_unless_nfs(guest)
+    return NfsLower(guest, NFS_TREE).start()
 
 
 @pytest.mark.nfs

@@ -46,16 +46,14 @@ import stat
 
 import pytest
 
-from overlay_harness.in_guest import script
-from overlay_harness.library.devices import Filesystem, ScratchDevice
-from overlay_harness.library.overlay import Overlay, make_tree
+from overlay_harness import LowerFs, Overlay, guest_script, make_tree
 
 pytestmark = [pytest.mark.metacopy, pytest.mark.upper_fs("ext4", "xfs")]
 
 SIZE = (1 << 20) + 1000  # >= 1 MiB, not a whole number of pages
 METACOPY = "metacopy"
 ORIGIN = "origin"
-RACE_SCRIPT = script("copyup_race.py")
+RACE_SCRIPT = guest_script("copyup_race.py")
 
 
 def pattern(size, salt=0):
@@ -67,22 +65,9 @@ def pattern(size, salt=0):
 DATA = pattern(SIZE)
 
 
-class LowerFs:
-    """A lower directory on its own ext4 device, with files written and synced."""
-
-    def __init__(self, guest, files):
-        dev = ScratchDevice(guest, f"ovh-lower-{os.getpid()}", size_mb=64).create()
-        self.fs = Filesystem(guest, "ext4", dev, f"{guest.scratch}/lowerfs").create()
-        self.dir = make_tree(guest, self.fs.path("l"), files)
-        guest.must.sync()
-
-    def path(self, rel=""):
-        return f"{self.dir}/{rel}" if rel else self.dir
-
-
 @pytest.fixture
-def lowerfs(guest, upper):
-    """Lower layer on ext4 with one metacopy candidate, `f` (SIZE bytes of DATA)."""
+def lower_fs(guest, upper):
+    """Lower layer on its own ext4 with one metacopy candidate, `f` (SIZE bytes of DATA)."""
     return LowerFs(guest, {"f": DATA})
 
 
@@ -109,10 +94,6 @@ def mounts_line(guest, merged):
     raise AssertionError(f"{merged} is not in /proc/self/mounts")
 
 
-def kernel_lines(guest, since):
-    return [r[3] for r in guest.must.kmsg(since)]
-
-
 def no_data_blocks(guest, upper, path):
     """The upper file holds no data: no extents (FIEMAP), and st_blocks counts at most
     ext4's external xattr block (ext4 counts it in i_blocks; xfs keeps small xattrs in
@@ -137,16 +118,16 @@ METADATA_OPS = {
 
 
 @pytest.mark.parametrize("op", list(METADATA_OPS))
-def test_metadata_change_copies_up_metadata_only(guest, upper, lowerfs, op):
+def test_metadata_change_copies_up_metadata_only(guest, upper, lower_fs, op):
     """Seed 004 (cover letter, patches 05/06/07) and overlayfs.rst "Metadata only copy
     up": chown/chmod/utimes of a lower file copy up metadata only. The upper file has
     trusted.overlay.metacopy and trusted.overlay.origin (nlink 1), no data blocks and the
     lower's size; through the overlay st_size and st_blocks are the lower's ("query the
     number of blocks from lower") and the new metadata shows."""
     change, field, value = METADATA_OPS[op]
-    ovl = overlay(guest, upper, [lowerfs.path()], metacopy="on")
+    ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
-    lower_st = guest.must.stat(lowerfs.path("f"))
+    lower_st = guest.must.stat(lower_fs.path("f"))
     assert change(guest, ovl.path("f")) == 0
     xattrs = ovl.upper_xattrs("f")
     assert METACOPY in xattrs
@@ -164,28 +145,28 @@ def test_metadata_change_copies_up_metadata_only(guest, upper, lowerfs, op):
 
 # -- reads come from the lower's page cache ---------------------------------------------
 
-def test_reads_are_served_from_the_lower_page_cache(guest, upper, lowerfs):
+def test_reads_are_served_from_the_lower_page_cache(guest, upper, lower_fs):
     """Seed 004 cover letter: after a metadata-only copy-up, "if file is opened for READ,
     d_real() returns lower dentry/inode", so reads return the lower's bytes and fill the
     lower inode's page cache; the upper inode stays without pages."""
-    ovl = overlay(guest, upper, [lowerfs.path()], metacopy="on")
+    ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
     assert guest.chown(ovl.path("f"), 1000, 1000) == 0
     drop_caches(guest)
-    assert guest.must.mincore(lowerfs.path("f"))["resident"] == 0
+    assert guest.must.mincore(lower_fs.path("f"))["resident"] == 0
     assert read_all(guest, ovl.path("f")) == DATA
-    lower = guest.must.mincore(lowerfs.path("f"))
+    lower = guest.must.mincore(lower_fs.path("f"))
     assert lower["resident"] == lower["pages"]
     assert guest.must.mincore(ovl.upper_path("f"))["resident"] == 0
 
 
-def test_two_overlays_share_the_lower_page_cache(guest, upper, lowerfs):
+def test_two_overlays_share_the_lower_page_cache(guest, upper, lower_fs):
     """Seed 004 cover letter, the use case: containers that chown a shared image should
     "continue to use page cache". Two overlays on one lower, the file chowned in both:
     reading it through both fills the lower inode's cache once; neither upper copy
     caches a page, so the cached pages are not doubled."""
-    o1 = overlay(guest, upper, [lowerfs.path()], name="o1", metacopy="on")
-    o2 = overlay(guest, upper, [lowerfs.path()], name="o2", metacopy="on")
+    o1 = overlay(guest, upper, [lower_fs.path()], name="o1", metacopy="on")
+    o2 = overlay(guest, upper, [lower_fs.path()], name="o2", metacopy="on")
     assert o1.mount() == 0
     assert o2.mount() == 0
     assert guest.chown(o1.path("f"), 1000, 1000) == 0
@@ -193,7 +174,7 @@ def test_two_overlays_share_the_lower_page_cache(guest, upper, lowerfs):
     drop_caches(guest)
     assert read_all(guest, o1.path("f")) == DATA
     assert read_all(guest, o2.path("f")) == DATA
-    lower = guest.must.mincore(lowerfs.path("f"))
+    lower = guest.must.mincore(lower_fs.path("f"))
     assert lower["resident"] == lower["pages"]
     assert guest.must.mincore(o1.upper_path("f"))["resident"] == 0
     assert guest.must.mincore(o2.upper_path("f"))["resident"] == 0
@@ -222,7 +203,7 @@ DATA_COPY_UP = {
 
 
 @pytest.mark.parametrize("trigger", list(DATA_COPY_UP))
-def test_open_for_write_and_truncate_copy_the_data_up(guest, upper, lowerfs, trigger):
+def test_open_for_write_and_truncate_copy_the_data_up(guest, upper, lower_fs, trigger):
     """overlayfs.rst: "The data will be copied up later when file is opened for WRITE
     operation. After the lower file's data is copied up, the ... metacopy xattr is
     removed"; seed 004 patch 05: O_TRUNC and FMODE_WRITE opens are no metadata-only
@@ -230,7 +211,7 @@ def test_open_for_write_and_truncate_copy_the_data_up(guest, upper, lowerfs, tri
     Afterwards the upper holds the data (unchanged, but for the truncated sizes) and
     no metacopy xattr; origin stays."""
     action, expected = DATA_COPY_UP[trigger]
-    ovl = overlay(guest, upper, [lowerfs.path()], metacopy="on")
+    ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
     assert guest.chown(ovl.path("f"), 1000, 1000) == 0
     assert METACOPY in ovl.upper_xattrs("f")
@@ -241,15 +222,15 @@ def test_open_for_write_and_truncate_copy_the_data_up(guest, upper, lowerfs, tri
     assert read_all(guest, ovl.path("f")) == expected
     assert read_all(guest, ovl.upper_path("f")) == expected
     assert guest.must.stat(ovl.path("f"))["st_size"] == len(expected)
-    assert read_all(guest, lowerfs.path("f")) == DATA  # the lower is never written
+    assert read_all(guest, lower_fs.path("f")) == DATA  # the lower is never written
     if expected:
         assert guest.must.fiemap(ovl.upper_path("f")) != []
 
 
-def test_open_read_only_copies_no_data(guest, upper, lowerfs):
+def test_open_read_only_copies_no_data(guest, upper, lower_fs):
     """Seed 004 patch 05/06 and overlayfs.rst: only an open "for WRITE" copies the data
     up; O_RDONLY opens and reads keep the metacopy xattr and leave the upper empty."""
-    ovl = overlay(guest, upper, [lowerfs.path()], metacopy="on")
+    ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
     assert guest.chown(ovl.path("f"), 1000, 1000) == 0
     fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
@@ -417,46 +398,46 @@ def test_metacopy_alone_shows_redirect_dir_on_in_mounts(guest, make_overlay):
 
 # -- metacopy files the mount cannot follow ----------------------------------------------------
 
-def test_metacopy_off_refuses_metacopy_files(guest, upper, lowerfs):
+def test_metacopy_off_refuses_metacopy_files(guest, upper, lower_fs):
     """Commit 9d3dfea3d35a: "Do not follow metacopy origin if we find a metacopy only inode
     and metacopy feature is not enabled for that mount" (reference scenario 20: EPERM,
     "refusing to follow metacopy origin"). Mounted again with metacopy=off over the same
     dirs (a raw MS_REMOUNT would ignore the options), stat and open of the metacopy file
     fail with EPERM; the lower's data is never exposed as the file's; umount is clean."""
-    ovl = overlay(guest, upper, [lowerfs.path()], metacopy="on")
+    ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
     assert guest.chown(ovl.path("f"), 1000, 1000) == 0
     assert ovl.umount() == 0
-    off = overlay(guest, upper, [lowerfs.path()], metacopy="off")
+    off = overlay(guest, upper, [lower_fs.path()], metacopy="off")
     start = guest.must.kmsg_seq()
     assert off.mount() == 0
     assert guest.stat(off.path("f")) == errno.EPERM
     assert guest.open(off.path("f"), os.O_RDONLY) == errno.EPERM
     assert any("refusing to follow metacopy origin" in line
-               for line in kernel_lines(guest, start))
+               for line in guest.kmsg_lines(start))
     start = guest.must.kmsg_seq()
     assert off.umount() == 0
-    assert not [line for line in kernel_lines(guest, start)
+    assert not [line for line in guest.kmsg_lines(start)
                 if "still in use" in line or "BUG" in line]
 
 
-def test_metacopy_without_lower_data_is_an_error(guest, upper, lowerfs):
+def test_metacopy_without_lower_data_is_an_error(guest, upper, lower_fs):
     """Reference scenario 21 / mainline ovl_lookup: a metacopy upper whose lower data is
     gone (lower file removed while unmounted) fails lookup with EIO ("metacopy with no
     lower data found - abort lookup"); seed 004 patch 08 used ESTALE for the same state
     ("Something is not right"). overlayfs.rst makes such offline lower changes undefined
     but promises no crash; the file's data is never served from anywhere else."""
-    ovl = overlay(guest, upper, [lowerfs.path()], metacopy="on")
+    ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
     assert guest.chown(ovl.path("f"), 1000, 1000) == 0
     assert ovl.umount() == 0
-    guest.must.unlink(lowerfs.path("f"))
+    guest.must.unlink(lower_fs.path("f"))
     start = guest.must.kmsg_seq()
     assert ovl.mount() == 0
     assert guest.stat(ovl.path("f")) == errno.EIO
     assert guest.open(ovl.path("f"), os.O_RDONLY) == errno.EIO
     assert any("metacopy with no lower data found" in line
-               for line in kernel_lines(guest, start))
+               for line in guest.kmsg_lines(start))
 
 
 # -- data copy-up onto a failing upper ---------------------------------------------------------
@@ -483,7 +464,7 @@ def assert_lower_bytes_or_error(result, where):
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_data_copy_up_onto_failing_upper(guest, upper, lowerfs, fault):
+def test_data_copy_up_onto_failing_upper(guest, upper, lower_fs, fault):
     """Commit 641089c1549d ("ovl: fsync after copy-up") with seed 004 patch 06: the data
     copy-up of a metacopy file writes the data, fsyncs it, and only then removes the
     metacopy xattr. With every write to the upper failing (the whole device: targeted
@@ -492,7 +473,7 @@ def test_data_copy_up_onto_failing_upper(guest, upper, lowerfs, fault):
     remounting the upper), and reads return the lower's bytes or a clear error, never
     other bytes (zeros). Once healed, an open for write copies the data up."""
     mode, kwargs = FAULTS[fault]
-    ovl = overlay(guest, upper, [lowerfs.path()], metacopy="on")
+    ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
     assert guest.chown(ovl.path("f"), 1000, 1000) == 0
     guest.must.sync()  # the metadata-only copy is on disk before the fault

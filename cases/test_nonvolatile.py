@@ -28,20 +28,12 @@ OLD = b"o" * 65536
 NEW = b"n" * 65536
 
 
-def copy_up(guest, ovl, rel="f"):
-    """Open `rel` for writing (copy-up), write it and fsync it: blocks allocated, healthy."""
-    fd = guest.must.open(ovl.path(rel), os.O_RDWR)
-    guest.must.pwrite(fd, OLD, 0)
-    guest.must.fsync(fd)
-    return fd
-
-
 def test_fsync_reports_the_error_once_per_open_file(guest, upper, make_overlay):
     """vfs.rst: an error is reported to fsync on every file description open when it
     happened, once each. Every overlay open has its own real upper file."""
     ovl = make_overlay()
     assert ovl.mount() == 0
-    a = copy_up(guest, ovl)
+    a = ovl.copy_up("f", OLD, flush="fsync")
     b = guest.must.open(ovl.path("f"), os.O_RDWR)
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(a, NEW, 0)
@@ -55,7 +47,7 @@ def test_fdatasync_reports_the_error_once(guest, upper, make_overlay):
     """vfs.rst: fdatasync reports writeback errors like fsync, once per file."""
     ovl = make_overlay()
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="fsync")
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
     assert guest.fdatasync(fd) == errno.EIO
@@ -68,7 +60,7 @@ def test_new_fd_sees_an_unseen_error_once(guest, upper, make_overlay):
     opened after that gets 0."""
     ovl = make_overlay()
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="fsync")
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
     guest.must.close(fd)  # keep the inode cached; nobody has seen the error
@@ -84,7 +76,7 @@ def test_error_seen_before_an_open_is_not_reported_to_it(guest, upper, make_over
     a file opened afterwards samples the current state and gets 0."""
     ovl = make_overlay()
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="fsync")
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
     assert guest.fsync(fd) == errno.EIO
@@ -117,7 +109,7 @@ def test_overlay_and_upper_fds_have_their_own_cursors(guest, upper, make_overlay
     file, both open before the error, each get it once."""
     ovl = make_overlay()
     assert ovl.mount() == 0
-    fd_ovl = copy_up(guest, ovl)
+    fd_ovl = ovl.copy_up("f", OLD, flush="fsync")
     fd_up = guest.must.open(ovl.upper_path("f"), os.O_RDONLY)
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd_ovl, NEW, 0)
@@ -137,13 +129,13 @@ def test_upper_syncfs_reports_to_fds_opened_before_and_after(guest, upper):
     fd = guest.must.open(path, os.O_CREAT | os.O_RDWR)
     guest.must.pwrite(fd, OLD, 0)
     guest.must.fsync(fd)
-    fd1 = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    fd1 = upper.open_root()
     with upper.dev.failing(paths=[path]):
         guest.must.pwrite(fd, NEW, 0)
-    fd2 = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    fd2 = upper.open_root()
     assert guest.syncfs(fd2) == errno.EIO
     assert guest.syncfs(fd1) == errno.EIO
-    fd3 = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    fd3 = upper.open_root()
     assert guest.syncfs(fd3) == 0
     assert guest.syncfs(fd1) == 0
 
@@ -162,8 +154,8 @@ def test_overlay_syncfs_reports_upper_data_writeback_error(guest, upper, make_ov
     syncfs on an upper fd does."""
     ovl = make_overlay()
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
-    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    fd = ovl.copy_up("f", OLD, flush="fsync")
+    ufd = upper.open_root()
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
     assert guest.syncfs(ufd) == errno.EIO   # the upper reports its data error ...
@@ -177,7 +169,7 @@ def test_overlay_syncfs_reports_a_failing_upper_device(guest, upper, make_overla
     syncs the upper, whose metadata writeback to a device failing every write fails."""
     ovl = make_overlay()
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="fsync")
     with upper.dev.failing("flakey", feature="error_writes"):
         guest.must.pwrite(fd, NEW, 0)
         guest.must.write_file(ovl.path("new-file"), b"metadata to write back")

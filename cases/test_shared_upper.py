@@ -28,7 +28,7 @@ import os
 
 import pytest
 
-from overlay_harness.library.overlay import make_tree
+from overlay_harness import make_tree
 
 pytestmark = [pytest.mark.shared_upper, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -47,32 +47,32 @@ def test_seed001_table_volatile(guest, upper, make_overlay):
     upper's error is unseen (seed 002); once syncfs on the upper has seen it, ovl2
     mounts with a fresh sample and syncs with 0, while ovl1 keeps failing."""
     ovl1, ovl2 = two_overlays(make_overlay, volatile=True)
-    assert ovl1.mount() == 0
-    fd1 = guest.must.open(ovl1.path("f"), os.O_RDWR)
-    guest.must.pwrite(fd1, OLD, 0)
+    assert ovl1.mount() == 0                               # ovlfs1: mount
+    fd1 = guest.must.open(ovl1.path("f"), os.O_RDWR)       # ovlfs1: open fd1
+    guest.must.pwrite(fd1, OLD, 0)                         # ovlfs1: write to fd1
     guest.must.sync()
-    with upper.dev.failing(paths=[ovl1.upper_path("f")]):
+    with upper.dev.failing(paths=[ovl1.upper_path("f")]):  # <writeback fails>
         guest.must.pwrite(fd1, NEW, 0)
-    assert ovl2.mount() == errno.EIO
-    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
-    assert guest.syncfs(ufd) == errno.EIO  # the upper errseq_t SEEN flag is marked
-    assert ovl2.mount() == 0
-    fd2 = guest.must.open(ovl2.path("f"), os.O_RDWR)
-    assert guest.syncfs(fd2) == 0
-    assert guest.syncfs(fd1) == errno.EIO
+    assert ovl2.mount() == errno.EIO                       # ovlfs2: mount, refused (seed 002)
+    ufd = upper.open_root()
+    assert guest.syncfs(ufd) == errno.EIO                  # the upper errseq_t SEEN flag is marked
+    assert ovl2.mount() == 0                               # ovlfs2: mount
+    fd2 = guest.must.open(ovl2.path("f"), os.O_RDWR)       # ovlfs2: open fd2
+    assert guest.syncfs(fd2) == 0                          # ovlfs2: syncfs(fd2)
+    assert guest.syncfs(fd1) == errno.EIO                  # ovlfs1: syncfs(fd1)
 
 
 def nonvolatile_sequence(guest, upper, make_overlay):
     """Seed 001's table with normal overlays, up to the two syncfs calls."""
     ovl1, ovl2 = two_overlays(make_overlay)
-    assert ovl1.mount() == 0
-    fd1 = guest.must.open(ovl1.path("f"), os.O_RDWR)
-    guest.must.pwrite(fd1, OLD, 0)
+    assert ovl1.mount() == 0                               # ovlfs1: mount
+    fd1 = guest.must.open(ovl1.path("f"), os.O_RDWR)       # ovlfs1: open fd1
+    guest.must.pwrite(fd1, OLD, 0)                         # ovlfs1: write to fd1
     guest.must.fsync(fd1)
-    with upper.dev.failing(paths=[ovl1.upper_path("f")]):
+    with upper.dev.failing(paths=[ovl1.upper_path("f")]):  # <writeback fails>
         guest.must.pwrite(fd1, NEW, 0)
-    assert ovl2.mount() == 0  # only volatile mounts check the upper's errors
-    fd2 = guest.must.open(ovl2.path("f"), os.O_RDWR)
+    assert ovl2.mount() == 0                               # ovlfs2: mount (only volatile checks)
+    fd2 = guest.must.open(ovl2.path("f"), os.O_RDWR)       # ovlfs2: open fd2
     return fd1, fd2
 
 
@@ -99,8 +99,8 @@ def test_seed001_table_normal_syncfs(guest, upper, make_overlay):
     being opened on the upper layer" (seed 000), both syncfs calls report the error,
     as they would on a plain filesystem (fd2 sampled while the error was unseen)."""
     fd1, fd2 = nonvolatile_sequence(guest, upper, make_overlay)
-    assert guest.syncfs(fd2) == errno.EIO
-    assert guest.syncfs(fd1) == errno.EIO
+    assert guest.syncfs(fd2) == errno.EIO                  # ovlfs2: syncfs(fd2)
+    assert guest.syncfs(fd1) == errno.EIO                  # ovlfs1: syncfs(fd1)
 
 
 def shared_dirs(guest, upper, make_overlay, index):
@@ -130,5 +130,5 @@ def test_same_upperdir_without_index_mounts_with_a_warning(guest, upper, make_ov
     assert a.mount() == 0
     start = guest.must.kmsg_seq()
     assert b.mount() == 0
-    warnings = [r[3] for r in guest.must.kmsg(start) if "in-use" in r[3]]
+    warnings = [line for line in guest.kmsg_lines(start) if "in-use" in line]
     assert warnings, "no 'in-use' warning from overlayfs"

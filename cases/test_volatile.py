@@ -29,20 +29,12 @@ OLD = b"o" * 65536
 NEW = b"n" * 65536
 
 
-def copy_up(guest, ovl, rel="f"):
-    """Open `rel` for writing (copy-up), write it, and let sync(2) allocate its upper blocks."""
-    fd = guest.must.open(ovl.path(rel), os.O_RDWR)
-    guest.must.pwrite(fd, OLD, 0)
-    guest.must.sync()
-    return fd
-
-
 def test_volatile_sync_calls_return_error_every_time(guest, upper, make_overlay):
     """Seed 002 / overlayfs.rst: after an upper writeback error, fsync, fdatasync and
     syncfs on a volatile overlay return the error on every call (sticky)."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="sync")
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
     assert guest.fsync(fd) == errno.EIO
@@ -59,7 +51,7 @@ def test_volatile_error_reaches_fds_opened_after_it(guest, upper, make_overlay):
     fd, also one opened after the error and on another file, sees it."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="sync")
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
     guest.must.close(fd)
@@ -98,10 +90,10 @@ def test_volatile_error_sticks_after_the_upper_consumed_it(guest, upper, make_ov
     for the overlay: "every subsequent sync call will return an error"."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="sync")
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
-    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    ufd = upper.open_root()
     assert guest.syncfs(ufd) == errno.EIO   # the upper reports its error once ...
     assert guest.syncfs(ufd) == 0           # ... and then it is seen
     assert guest.syncfs(fd) == errno.EIO    # the volatile overlay still fails
@@ -116,15 +108,14 @@ def test_volatile_sync_calls_do_not_reach_the_upper(guest, upper, make_overlay):
     syncfs then hits the bad sectors, proving the pages were still dirty."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
-    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
-    upper.dev.targeted(ovl.upper_path("f"))
-    guest.must.pwrite(fd, NEW, 0)
-    assert guest.fsync(fd) == 0
-    assert guest.fdatasync(fd) == 0
-    assert guest.syncfs(fd) == 0
-    assert guest.syncfs(ufd) == errno.EIO   # the writeback happens only now
-    upper.dev.linear()
+    fd = ovl.copy_up("f", OLD, flush="sync")
+    ufd = upper.open_root()
+    with upper.dev.faulty(paths=[ovl.upper_path("f")]):
+        guest.must.pwrite(fd, NEW, 0)
+        assert guest.fsync(fd) == 0
+        assert guest.fdatasync(fd) == 0
+        assert guest.syncfs(fd) == 0
+        assert guest.syncfs(ufd) == errno.EIO   # the writeback happens only now
 
 
 def test_volatile_mount_refused_while_upper_has_unseen_error(guest, upper, make_overlay):
@@ -140,7 +131,7 @@ def test_volatile_mount_refused_while_upper_has_unseen_error(guest, upper, make_
     guest.must.close(fd)  # nobody has seen the error
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == errno.EIO
-    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    ufd = upper.open_root()
     assert guest.syncfs(ufd) == errno.EIO   # sees the error, marks it seen
     assert ovl.mount() == 0
     ofd = guest.must.open(ovl.path("f"), os.O_RDONLY)
@@ -172,7 +163,7 @@ def test_volatile_remount_after_error_starts_clean(guest, upper, make_overlay):
     (EIO) until syncfs on the upper has seen the error; then it syncs with 0."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="sync")
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.pwrite(fd, NEW, 0)
     assert guest.syncfs(fd) == errno.EIO
@@ -181,7 +172,7 @@ def test_volatile_remount_after_error_starts_clean(guest, upper, make_overlay):
     assert ovl.umount() == 0
     ovl.clear_volatile_incompat()          # the incompat check has its own case
     assert ovl.mount() == errno.EIO        # the upper's error is still unseen
-    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
+    ufd = upper.open_root()
     assert guest.syncfs(ufd) == errno.EIO
     assert ovl.mount() == 0
     fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
@@ -196,7 +187,7 @@ def test_volatile_whole_device_write_errors_are_sticky(guest, upper, make_overla
     call, as with a data-only fault."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="sync")
     with upper.dev.failing("flakey", feature="error_writes"):
         guest.must.pwrite(fd, NEW, 0)
     for _ in range(3):
@@ -224,7 +215,7 @@ def test_volatile_msync_returns_the_error_every_time(guest, upper, make_overlay)
     of them. Pages dirtied through a shared mapping of the overlay file."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="sync")
     m = guest.must.mmap(fd, len(OLD))
     with upper.dev.failing(paths=[ovl.upper_path("f")]):
         guest.must.mwrite(m, NEW, 0)
@@ -241,11 +232,10 @@ def test_volatile_msync_does_not_reach_the_upper(guest, upper, make_overlay):
     the bad sectors."""
     ovl = make_overlay(volatile=True)
     assert ovl.mount() == 0
-    fd = copy_up(guest, ovl)
+    fd = ovl.copy_up("f", OLD, flush="sync")
     m = guest.must.mmap(fd, len(OLD))
-    ufd = guest.must.open(upper.path(), os.O_RDONLY | os.O_DIRECTORY)
-    upper.dev.targeted(ovl.upper_path("f"))
-    guest.must.mwrite(m, NEW, 0)
-    assert guest.msync(m) == 0
-    assert guest.syncfs(ufd) == errno.EIO   # the writeback happens only now
-    upper.dev.linear()
+    ufd = upper.open_root()
+    with upper.dev.faulty(paths=[ovl.upper_path("f")]):
+        guest.must.mwrite(m, NEW, 0)
+        assert guest.msync(m) == 0
+        assert guest.syncfs(ufd) == errno.EIO   # the writeback happens only now

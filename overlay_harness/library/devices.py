@@ -17,7 +17,10 @@ consuming it), and heal.
 """
 
 import contextlib
+import os
 from dataclasses import dataclass, field
+
+from .overlay import make_tree
 
 SECTOR = 512
 FLAKEY_DOWN = "0 1"  # up 0 s, down 1 s: always down
@@ -45,7 +48,7 @@ class ScratchDevice:
         self.loop = None
         self.table = None
         self.path = None  # /dev/dm-N once created
-
+        self._heal_queued = False
 
     def create(self):
         g = self.guest
@@ -84,6 +87,16 @@ class ScratchDevice:
         g.must.dm_load(self.name, table)
         g.must.dm_resume(self.name, nolockfs=True)
         self.table = label
+        if label != "linear" and not self._heal_queued:
+            # Undo next to the do: a case that fails with a fault loaded still gets its
+            # filesystem unmounted through a healthy table.
+            g.defer(self._heal)
+            self._heal_queued = True
+
+    def _heal(self):
+        self._heal_queued = False
+        if self.table != "linear":
+            self.linear()
 
     def linear(self):
         self.load(self._linear_table(), "linear")
@@ -126,16 +139,8 @@ class ScratchDevice:
             out.append((physical // SECTOR, (length + SECTOR - 1) // SECTOR))
         return out
 
-    # -- error windows ---------------------------------------------------------
-    @contextlib.contextmanager
-    def failing(self, mode="targeted", paths=(), **kwargs):
-        """Error window: faulty table, the case dirties pages, sync(2), heal.
-
-        mode: 'targeted' (paths= files whose data writes fail), 'error', or
-        'flakey' (kwargs up/down/feature).
-        """
-        g = self.guest
-        start = g.must.kmsg_seq()
+    # -- fault windows ---------------------------------------------------------
+    def _load_fault(self, mode, paths, kwargs):
         if mode == "targeted":
             self.targeted(*paths)
         elif mode == "error":
@@ -144,14 +149,36 @@ class ScratchDevice:
             self.flakey(**kwargs)
         else:
             raise ValueError(f"unknown fault mode {mode!r}")
+
+    @contextlib.contextmanager
+    def faulty(self, mode="targeted", paths=(), **kwargs):
+        """A fault window without writeback of its own: the faulty table while the block
+        runs, healed when it ends (also when it fails).
+
+        mode: 'targeted' (paths= files whose data writes fail), 'error', or
+        'flakey' (kwargs up/down/feature).
+        """
+        self._load_fault(mode, paths, kwargs)
+        try:
+            yield
+        finally:
+            self.linear()
+
+    @contextlib.contextmanager
+    def failing(self, mode="targeted", paths=(), **kwargs):
+        """Error window: faulty table, the case dirties pages, sync(2), heal (modes as
+        in faulty())."""
+        g = self.guest
+        start = g.must.kmsg_seq()
+        self._load_fault(mode, paths, kwargs)
         window = Window()
         try:
             yield window
             g.must.sync()
         finally:
             self.linear()
-        window.io_errors = [r[3] for r in g.must.kmsg(start)
-                            if "I/O error" in r[3] or "error writing" in r[3].lower()]
+        window.io_errors = [line for line in g.kmsg_lines(start)
+                            if "I/O error" in line or "error writing" in line.lower()]
 
 
 # mkfs argv and mount data per upper filesystem kind; mkfs options keep formatting cheap
@@ -195,4 +222,23 @@ class Filesystem:
 
     def path(self, rel=""):
         return f"{self.mnt}/{rel}" if rel else self.mnt
+
+    def open_root(self):
+        """A fresh fd on the filesystem's root directory: what syncfs(2) on it is given."""
+        return self.guest.must.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
+
+
+class LowerFs:
+    """A lower directory, `dirname`, on a filesystem of its own (a scratch dm device):
+    page-cache residency and file handles are the lower's own, not tmpfs'."""
+
+    def __init__(self, guest, files, kind="ext4", size_mb=64, dirname="l", sync=True):
+        dev = ScratchDevice(guest, f"ovh-lower-{os.getpid()}", size_mb=size_mb).create()
+        self.fs = Filesystem(guest, kind, dev, f"{guest.scratch}/lowerfs").create()
+        self.dir = make_tree(guest, self.fs.path(dirname), files)
+        if sync:
+            guest.must.sync()
+
+    def path(self, rel=""):
+        return f"{self.dir}/{rel}" if rel else self.dir
 

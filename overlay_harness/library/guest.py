@@ -148,6 +148,10 @@ class Guest:
                 errors.append(f"{getattr(fn, '__name__', fn)}{args}: {e}")
         return errors
 
+    def kmsg_lines(self, since):
+        """The texts of the kernel log records after sequence number `since`."""
+        return [record[3] for record in self.must.kmsg(since)]
+
     def mounts(self):
         """Mount points in the guest, in mount order (from /proc/self/mountinfo)."""
         text = self.must.read_file("/proc/self/mountinfo").decode()

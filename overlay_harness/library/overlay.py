@@ -11,9 +11,9 @@ FLAG_OPTIONS = ("volatile", "userxattr")
 class Overlay:
     """One overlay mount.
 
-    lowers: lower directories, top first. upper: a Filesystem (or None for a
-    read-only overlay); the overlay's upper and work dirs are `<name>/upper`
-    and `<name>/work` on it, so several overlays can share one upper fs.
+    lowers: lower directories, top first. upper: a Filesystem, a directory (a path),
+    or None for a read-only overlay; the overlay's upper and work dirs are
+    `<name>/upper` and `<name>/work` on it, so several overlays can share one upper.
     options: volatile=True, metacopy="on", index="on", redirect_dir="follow",
     xino="off", nfs_export="on", userxattr=True, ... passed to the kernel as is.
     """
@@ -24,8 +24,9 @@ class Overlay:
         self.lowers = list(lowers)
         self.upperfs = upper
         self.merged = merged or f"{guest.scratch}/{name}.merged"
-        self.upper = f"{upper.mnt}/{name}/upper" if upper else None
-        self.work = f"{upper.mnt}/{name}/work" if upper else None
+        base = upper if isinstance(upper, str) else getattr(upper, "mnt", None)
+        self.upper = f"{base}/{name}/upper" if base else None
+        self.work = f"{base}/{name}/work" if base else None
         self.options = options
         self.mounted = False
 
@@ -54,6 +55,21 @@ class Overlay:
             self.mounted = True
             self.guest.defer(self._cleanup)
         return result
+
+    def copy_up(self, rel, data, flush):
+        """Open `rel` for writing (the copy-up), write `data` at offset 0 and flush it,
+        flush="sync" (sync(2)) or "fsync" (the fd): its upper blocks are allocated and
+        healthy before a fault window. Returns the fd."""
+        g = self.guest
+        fd = g.must.open(self.path(rel), os.O_RDWR)
+        g.must.pwrite(fd, data, 0)
+        if flush == "sync":
+            g.must.sync()
+        elif flush == "fsync":
+            g.must.fsync(fd)
+        else:
+            raise ValueError(f"flush is 'sync' or 'fsync', not {flush!r}")
+        return fd
 
     def remount(self, flags=0, data=None):
         """Raw MS_REMOUNT: the kernel sees exactly `data` (overlay ignores most of it)."""
