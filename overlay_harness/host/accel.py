@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .kernel import cache_root
 from .vng import spawn_vng, stop_supervised, vng_command  # the supervised launch the VMs use
 
 KVM_GET_API_VERSION = 0xAE00
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "overlay-harness"
 PROBE_FIRST_OUTPUT_S = 12.0   # a working KVM guest prints its banner well within this
 PROBE_TOTAL_S = 60.0
 
@@ -74,7 +74,7 @@ def host_key():
 
 
 def _cache_file():
-    return CACHE_DIR / "accel.json"
+    return cache_root() / "accel.json"
 
 
 def cached_verdict():

@@ -15,13 +15,18 @@ CACHE_ENV = "OVERLAY_HARNESS_KERNELS"
 CACHE_STAMP = "overlay-harness-fetch.json"   # written by overlay_harness.fetch into CACHE/<release>/
 
 
+def cache_root():
+    """The suite's cache, $XDG_CACHE_HOME/overlay-harness (~/.cache/...), read at call time:
+    fetched kernels (cache_dir()) and the KVM verdicts (accel.py)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "overlay-harness"
+
+
 def cache_dir():
     """Where overlay_harness.fetch puts kernels: $OVERLAY_HARNESS_KERNELS, else
     $XDG_CACHE_HOME/overlay-harness/kernels (~/.cache/...)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "overlay-harness" / "kernels"
+    return cache_root() / "kernels"
 
 
 class KernelError(Exception):
