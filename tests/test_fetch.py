@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from overlay_harness import fetch
+from overlay_harness.host import fetch
 from overlay_harness.host import kernel as kmod
 
 

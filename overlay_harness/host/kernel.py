@@ -43,6 +43,7 @@ class Kernel:
     config: dict = field(default_factory=dict, repr=False)
     modules_dir: Path | None = None   # lib/modules/<release> of an unpacked package (cache)
     package: dict | None = None       # what overlay_harness.fetch recorded (package, version, sha256)
+    overlay_module: object = None     # a host.modbuild.OverlayModule loaded in its place
 
     @property
     def label(self):

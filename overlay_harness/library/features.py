@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from ..host import kernel as kernel_mod
+from ..host import modbuild
+from ..host.agent_client import HarnessError
 from .guest import Guest
 
 # Kernel features the cases need, by the module that provides them.
@@ -52,6 +54,11 @@ def prepare_guest(machine):
         g.must.write_file(f"/proc/sys/{key}", value.encode())
     g.run(["modprobe", "-a", *PRELOAD], check=False)
     modules = guest_modules(g)  # read once per boot: cases ask about other modules too
+    if machine.kernel.overlay_module:  # --overlay-src/--overlay-module: is it the one loaded?
+        try:
+            modbuild.check_in_guest(Guest(machine.agent), machine.kernel.overlay_module)
+        except modbuild.ModuleError as e:
+            raise HarnessError(str(e)) from None
     return GuestFacts(prelude=list(g.log), modules=modules,
                       features={name: module in modules for name, module in FEATURES.items()})
 

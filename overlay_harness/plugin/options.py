@@ -30,6 +30,11 @@ def pytest_addoption(parser):
                      "(by default only failing cases get one)")
     g.addoption("--results-dir", default=None,
                 help="where run directories go (default: <rootdir>/results)")
+    g.addoption("--overlay-src", default=None, metavar="DIR",
+                help="build overlay.ko from DIR (fs/overlayfs, or a kernel tree) against each "
+                     "kernel under test and load it in the guest instead of the stock module")
+    g.addoption("--overlay-module", default=None, metavar="PATH",
+                help="load this built overlay.ko in the guest instead of the stock module")
 
 
 def pytest_configure(config):

@@ -14,7 +14,7 @@ import pytest
 
 from ..host import accel as accel_mod
 from ..host import kernel as kernel_mod
-from ..host import splat
+from ..host import modbuild, splat
 from ..host.vm import VM
 from ..host.vng import mem_available_bytes, size_bytes
 from ..library.devices import FILESYSTEMS
@@ -68,6 +68,32 @@ class HarnessState:
         self.splat_policy = splat.default_policy()
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
+        self._substitute_overlay(worker)
+
+    def _substitute_overlay(self, worker):
+        """--overlay-src/--overlay-module: one module per kernel, built (by the controller,
+        before any VM boots) into the run directory, and each kernel booted from a shadow
+        root that holds it (modbuild.substitute); xdist workers get the built modules."""
+        opt = self.config.getoption
+        src, path = opt("overlay_src"), opt("overlay_module")
+        if not (src or path):
+            return
+        if src and path:
+            raise pytest.UsageError("--overlay-src and --overlay-module: give one of them")
+        built = (worker or {}).get("ovh_overlay_modules", {})
+        for i, k in enumerate(self.kernels):
+            out = self.run_dir / "overlay-module" / k.release
+            try:
+                if k.release in built:
+                    module = modbuild.OverlayModule(**{**built[k.release],
+                                                       "path": Path(built[k.release]["path"])})
+                elif src:
+                    module = modbuild.build(src, k, out)
+                else:
+                    module = modbuild.use(path, k, out)
+                self.kernels[i] = modbuild.substitute(k, module, out)
+            except modbuild.ModuleError as e:
+                raise pytest.UsageError(str(e)) from None
 
     @property
     def accel(self):
@@ -126,6 +152,9 @@ def pytest_configure_node(node):
     state = state_of(node.config)
     node.workerinput["ovh_run_id"] = state.run_id
     node.workerinput["ovh_accel"] = dataclasses.asdict(state.accel)
+    node.workerinput["ovh_overlay_modules"] = {
+        k.release: {**dataclasses.asdict(k.overlay_module), "path": str(k.overlay_module.path)}
+        for k in state.kernels if k.overlay_module}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -159,6 +188,8 @@ def pytest_report_header(config):
         note = f"; {kernel_mod.describe_missing(k, lacking)}" if lacking else (
             "" if kernel_mod.config_known(k) else "; no config to check")
         lines.append(f"kernel: {k.release} ({k.image}){note}")
+        if k.overlay_module:
+            lines.append(k.overlay_module.describe())
     lines.append(f"accel: {state.accel.name} ({state.accel.reason})")
     lines.append(f"qemu: {qemu}; virtme-ng: {vng}; results: {state.run_dir}")
     return lines

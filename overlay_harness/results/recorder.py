@@ -104,6 +104,10 @@ def _kernel_meta(kernel):
         value = getattr(kernel, name, None)
         meta["config" if name == "config_path" else name] = str(value) if value is not None else None
     meta["package"] = getattr(kernel, "package", None)
+    module = getattr(kernel, "overlay_module", None)
+    meta["overlay_module"] = None if module is None else {
+        "path": str(module.path), "ident": module.ident, "source": module.source,
+        "expected_taint": module.expected_taint, "build_s": module.build_s}
     try:
         meta["config_known"] = kernel_mod.config_known(kernel)
         meta["missing_options"] = kernel_mod.missing_options(kernel)
