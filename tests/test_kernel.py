@@ -175,3 +175,25 @@ def test_debian_kernel_config_has_what_the_suite_needs(release):
     k = kmod.Kernel(image=Path("/x"), release=release, run_arg="/x", config_path=cfg,
                     config=kmod.parse_config(cfg))
     assert kmod.missing_options(k) == {}
+
+
+def test_a_kernel_without_a_config_takes_the_one_the_guest_carries(tmp_path):
+    import gzip
+
+    from overlay_harness.library.features import config_from_guest
+
+    class FakeGuest:
+        def __init__(self, files):
+            self.files = files
+
+        def read_file(self, path):
+            return self.files.get(path, 2)  # ENOENT as the agent returns it, a number
+
+    bare = kmod.Kernel(image=tmp_path / "bzImage", release="7.3.0-rc7", run_arg="x")
+    assert not kmod.config_known(bare)
+    config_from_guest(FakeGuest({"/proc/config.gz": gzip.compress(b"CONFIG_OVERLAY_FS=m\n")}), bare)
+    assert bare.option("OVERLAY_FS") == "m" and bare.config_path == "the guest's /proc/config.gz"
+    other = kmod.Kernel(image=tmp_path / "bzImage", release="7.3.0-rc7", run_arg="x")
+    config_from_guest(FakeGuest({"/boot/config-7.3.0-rc7": b"CONFIG_DM_FLAKEY=y\n"}), other)
+    assert other.option("DM_FLAKEY") == "y"
+    assert other.config_path == "the guest's /boot/config-7.3.0-rc7"

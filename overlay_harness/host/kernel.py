@@ -80,10 +80,14 @@ def bzimage_release(path):
 
 
 def parse_config(path):
-    config = {}
     if path is None or not Path(path).is_file():
-        return config
-    for line in Path(path).read_text(errors="replace").splitlines():
+        return {}
+    return parse_config_text(Path(path).read_text(errors="replace"))
+
+
+def parse_config_text(text):
+    config = {}
+    for line in text.splitlines():
         m = re.match(r"^(CONFIG_\w+)=(.*)$", line)
         if m:
             config[m.group(1)] = m.group(2).strip('"')

@@ -54,6 +54,8 @@ def prepare_guest(machine):
         g.must.write_file(f"/proc/sys/{key}", value.encode())
     g.run(["modprobe", "-a", *PRELOAD], check=False)
     modules = guest_modules(g)  # read once per boot: cases ask about other modules too
+    if not kernel_mod.config_known(machine.kernel):
+        config_from_guest(Guest(machine.agent), machine.kernel)
     if machine.kernel.overlay_module:  # --overlay-src/--overlay-module: is it the one loaded?
         try:
             modbuild.check_in_guest(Guest(machine.agent), machine.kernel.overlay_module)
@@ -61,6 +63,23 @@ def prepare_guest(machine):
             raise HarnessError(str(e)) from None
     return GuestFacts(prelude=list(g.log), modules=modules,
                       features={name: module in modules for name, module in FEATURES.items()})
+
+
+def config_from_guest(g, kernel):
+    """A kernel that came without its config (a bare image): take the one the running
+    kernel carries (/proc/config.gz, CONFIG_IKCONFIG_PROC) or /boot/config-<release>
+    in the guest, so that skips still name the options it lacks."""
+    import gzip
+    packed = g.read_file("/proc/config.gz")
+    text = gzip.decompress(packed).decode(errors="replace") if isinstance(packed, bytes) else None
+    where = "/proc/config.gz"
+    if text is None:
+        where = f"/boot/config-{kernel.release}"
+        plain = g.read_file(where)
+        text = plain.decode(errors="replace") if isinstance(plain, bytes) else None
+    if text:
+        kernel.config = kernel_mod.parse_config_text(text)
+        kernel.config_path = f"the guest's {where}"
 
 
 def require(guest, *features):
