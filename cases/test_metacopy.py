@@ -380,7 +380,7 @@ def test_metacopy_alone_enables_redirect_dir(guest, lower, make_overlay):
     "redirect_dir=on of metacopy=on never updates (it sets only the redirect_dir and "
     "redirect_follow booleans); Amir Goldstein's \"ovl: store enum redirect_mode in "
     "config instead of a string\" (June 2023, v6.5): \"The displayed mode reflects the "
-    "effective mode\"", fixed="6.5")
+    "effective mode\"", fixed="6.5", commit="af5f2396b671")
 @pytest.mark.upper_fs("ext4")
 def test_metacopy_alone_shows_redirect_dir_on_in_mounts(guest, make_overlay):
     """Commit d47748e5ae5a: "metacopy=on imply redirect_dir=on"; /proc/self/mounts shows the

@@ -184,9 +184,11 @@ def shut_down(guest, fs):
 @pytest.mark.syncfs
 @pytest.mark.upper_fs("xfs", "ext4")
 @pytest.mark.known_issue(
-    "ext4's ->sync_fs returns 0 on a shut-down filesystem, so syncfs through a normal "
+    "before v6.13 ext4's ->sync_fs returns 0 on a shut-down filesystem (ext4_sync_fs: "
+    "\"if (unlikely(ext4_forced_shutdown(sb))) return 0;\"), so syncfs through a normal "
     "overlay reports nothing (Amir Goldstein on fstests overlay/087: ext4 \"returns "
-    "success on syncfs post shutdown\")", upper_fs=["ext4"])
+    "success on syncfs post shutdown\"); his \"ext4: return error on syncfs after "
+    "shutdown\" (v6.13) returns -EIO", fixed="6.13", commit="150c174a6053", upper_fs=["ext4"])
 def test_syncfs_fails_after_upper_shutdown(guest, upper, make_overlay):
     """fstests overlay/087 (087.out: "syncfs: Input/output error"): after the upper
     filesystem is shut down, syncfs on a normal overlay fails with EIO."""

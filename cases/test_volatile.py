@@ -195,14 +195,16 @@ def test_volatile_whole_device_write_errors_are_sticky(guest, upper, make_overla
         assert guest.fsync(fd) == errno.EIO
 
 
-# ovl_mmap() (fs/overlayfs/file.c, since v4.19's stacked file operations) hands the mapping
-# to the real upper file with vma_set_file(), so msync(2) calls vfs_fsync_range() on that
+# ovl_mmap() (fs/overlayfs/file.c, since v4.19's stacked file operations; through
+# backing_file_mmap() since v6.8, f567377e406c) hands the mapping to the real upper file
+# with vma_set_file(), so msync(2) calls vfs_fsync_range() on that
 # file itself: the overlay's ->fsync, where a volatile mount checks its error state
 # (ovl_sync_status) and skips the upper, is never called. The reference lists this as an
 # untested inference (behaviours.md, section 3, "fsync edge cases").
 MSYNC_BYPASSES_OVERLAY = (
     "msync on a volatile overlay's mapping goes straight to the real upper file (ovl_mmap "
-    "sets the vma's file to it with vma_set_file), so it writes back to the upper and "
+    "sets the vma's file to it with vma_set_file, through backing_file_mmap() since v6.8), "
+    "so it writes back to the upper and "
     "reports an upper writeback error only once, through that file's own errseq cursor, "
     "never through the volatile mount's error state; documented since commit 335d3fc57941 "
     "(v5.11) for all sync functions")
