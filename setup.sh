@@ -15,6 +15,7 @@ PACKAGES=(
   nfs-kernel-server nfs-common rpcbind
   python3 python3-venv
   linux-image-amd64
+  make gcc patch libelf1    # the patch loop (--overlay-src) builds overlay.ko on the host
 )
 
 missing=()

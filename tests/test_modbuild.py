@@ -110,3 +110,14 @@ def test_a_failed_build_shows_the_compilers_first_error():
     text = modbuild._compiler_errors(output)
     assert text.splitlines()[0] == "  CC [M]  super.o"
     assert "super.c:12:5: error: expected ';'" in text
+
+
+def test_headers_that_need_a_compiler_the_host_lacks_are_refused_first(tmp_path):
+    kernel, _ = fake_kernel(tmp_path)
+    headers = tmp_path / "headers"
+    headers.mkdir()
+    (headers / ".kernelvariables").write_text("CC = $(if $(X),$(CCACHE)) $(CROSS_COMPILE)gcc-99\n")
+    with pytest.raises(modbuild.ModuleError, match="built with gcc-99, which this host lacks"):
+        modbuild._check_compiler(headers, kernel)
+    (headers / ".kernelvariables").write_text("CC = $(CROSS_COMPILE)gcc\n")
+    modbuild._check_compiler(headers, kernel)   # a plain gcc: nothing to say

@@ -103,6 +103,17 @@ def headers_for(kernel, log=print):
                           f"linux-headers-{kernel.release}, or use --overlay-module") from None
 
 
+def _check_compiler(headers, kernel):
+    """Debian's headers name the compiler the kernel was built with (.kernelvariables:
+    CC = ... gcc-16); without it on the host the build cannot work: say so first."""
+    variables = Path(headers) / ".kernelvariables"
+    m = re.search(r"^CC\s*=.*?\b(gcc-\d+)\s*$", variables.read_text(), re.M) if variables.is_file() else None
+    if m and not shutil.which(m.group(1)):
+        raise ModuleError(f"kernel {kernel.release} was built with {m.group(1)}, which this host lacks: "
+                          f"modules for it build on a host with that compiler (Debian's {m.group(1)} "
+                          "package, from the suite the kernel comes from)")
+
+
 def _source_dir(src):
     src = Path(src).expanduser().resolve()
     for candidate in (src, src / "fs" / "overlayfs"):
@@ -133,6 +144,7 @@ def build(src, kernel, out_dir, jobs=2, log=print):
     src = _source_dir(src)
     stock = stock_module(kernel)
     headers = headers_for(kernel, log=log)
+    _check_compiler(headers, kernel)
     work = Path(out_dir) / "src"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*.cmd",
