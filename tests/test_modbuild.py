@@ -52,6 +52,13 @@ def test_a_kernel_with_overlay_built_in_is_refused(tmp_path):
         modbuild.stock_module(kernel)
 
 
+def test_a_kernel_build_tree_rebuilds_its_own_module(tmp_path):
+    kernel, _ = fake_kernel(tmp_path)
+    kernel.tree = tmp_path / "linux"
+    with pytest.raises(modbuild.ModuleError, match="is a build tree: rebuild its own overlay module"):
+        modbuild.stock_module(kernel)
+
+
 def test_source_is_a_fs_overlayfs_directory_or_a_tree_holding_one(tmp_path):
     ovl = tmp_path / "linux" / "fs" / "overlayfs"
     ovl.mkdir(parents=True)

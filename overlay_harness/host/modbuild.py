@@ -2,10 +2,11 @@
 
 overlayfs is a module in distribution kernels. `--overlay-src DIR` builds overlay.ko out
 of tree from DIR (a fs/overlayfs directory, or a kernel tree holding one) against the
-kernel under test: its own build tree, the host's /lib/modules/<release>/build, or
-Debian's headers package fetched into the kernel cache (overlay_harness.fetch). `--overlay-module
-PATH` takes one built already. Either way the module's vermagic must be the stock
-module's, and the kernel must have overlay as a module (CONFIG_OVERLAY_FS=m).
+kernel under test: the host's /lib/modules/<release>/build, or Debian's headers package
+fetched into the kernel cache (overlay_harness.fetch); a kernel build tree under test
+rebuilds its own module instead. `--overlay-module PATH` takes one built already. Either
+way the module's vermagic must be the stock module's, and the kernel must have overlay as
+a module (CONFIG_OVERLAY_FS=m).
 
 The guest must load it from its first use on: virtme-ng's initramfs itself loads overlay
 for the guest's writable /etc, /usr, ... So the kernel under test is booted from a shadow
@@ -74,10 +75,13 @@ def modinfo(path):
 
 def stock_module(kernel):
     """The path of the kernel's own overlay module (overlay.ko, .ko.xz, ...)."""
+    if kernel.tree is not None:
+        raise ModuleError(f"--kernel {kernel.tree} is a build tree: rebuild its own overlay module there "
+                          "(make fs/overlayfs/overlay.ko) and run the tree as it is")
     if kernel.option("OVERLAY_FS") == "y":
         raise ModuleError(f"kernel {kernel.release} has overlayfs built in (CONFIG_OVERLAY_FS=y): "
                           "a module cannot replace it; build the kernel instead")
-    moddir = kernel.modules_dir or (kernel.tree if kernel.tree else kernel_mod.MODULES_DIR / kernel.release)
+    moddir = kernel.modules_dir or kernel_mod.MODULES_DIR / kernel.release
     names = ("overlay.ko", "overlay.ko.xz", "overlay.ko.zst", "overlay.ko.gz")
     found = sorted(p for p in Path(moddir).glob("**/fs/overlayfs/overlay.ko*") if p.name in names)
     if not found:
@@ -87,11 +91,8 @@ def stock_module(kernel):
 
 
 def headers_for(kernel, log=print):
-    """A directory `make -C DIR M=... modules` works in for this kernel."""
-    if kernel.tree is not None:
-        if not (kernel.tree / "Module.symvers").is_file():
-            raise ModuleError(f"{kernel.tree}: no Module.symvers: build the tree's modules first")
-        return kernel.tree
+    """A directory `make -C DIR M=... modules` works in for this kernel: the host's
+    headers of that release, else Debian's, fetched into the cache."""
     host = kernel_mod.MODULES_DIR / kernel.release / "build"
     if (host / "Makefile").is_file():
         return host.resolve()
@@ -124,10 +125,14 @@ def _source_dir(src):
 
 
 def describe_source(src):
-    """'DIR (git describe)' when DIR is in a git work tree, else 'DIR'."""
-    p = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty", "--tags"],
-                       capture_output=True, text=True, check=False)
-    return f"{src} ({p.stdout.strip()})" if p.returncode == 0 and p.stdout.strip() else str(src)
+    """'DIR (git describe)' when DIR's files are tracked by git, else 'DIR'."""
+    def git(*argv):
+        p = subprocess.run(["git", "-C", str(src), *argv], capture_output=True, text=True, check=False)
+        return p.stdout.strip() if p.returncode == 0 else ""
+    if not git("ls-files", "--", "."):
+        return str(src)   # not in a repository, or an untracked copy inside an unrelated one
+    described = git("describe", "--always", "--dirty", "--tags")
+    return f"{src} ({described})" if described else str(src)
 
 
 def _compiler_errors(output, lines=12):
