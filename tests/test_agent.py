@@ -5,6 +5,7 @@ the host outside it.
 """
 
 import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from overlay_harness.host.agent_client import (
     GuestTimeout,
     LineChannel,
 )
+from overlay_harness.library import repro
 from overlay_harness.library.guest import CallFailed, CommandFailed, Guest
 from overlay_harness.library.repro import AGENT_PATH, reproducer
 
@@ -268,6 +270,28 @@ def test_call_log_and_reproducer_replay(guest, tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f").read_bytes() == b"\x00data"  # the replay did the same writes
     assert "stat" in out.stdout and "ENOENT" in out.stdout
+
+
+def test_reproducer_data_is_an_expression_or_a_side_file_and_replays(guest, tmp_path):
+    """The lower fixture's 64 KiB of b"L" once made a reproducer of 87 KB; data now reads
+    as the expression that makes it, or as a digest whose bytes sit beside the script."""
+    noise = os.urandom(4096)
+    fd = guest.must.open(tmp_path / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    guest.write(fd, b"L" * 65536)
+    guest.write(fd, b"ab" * 1000)
+    guest.write(fd, noise)
+    guest.close(fd)
+    path = repro.write(tmp_path / "case.py", guest.log, "for a self-test")
+    script = path.read_text()
+    assert "b'L' * 65536" in script and "b'ab' * 1000" in script
+    digest = hashlib.sha256(noise).hexdigest()[:16]
+    assert f"data({digest!r}, 4096)" in script
+    assert (tmp_path / "case.data" / f"{digest}.bin").read_bytes() == noise
+    assert max(len(line) for line in script.splitlines()) < 200
+    (tmp_path / "f").unlink()
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "f").read_bytes() == b"L" * 65536 + b"ab" * 1000 + noise
 
 
 def test_lost_agent_and_timeout_are_harness_errors(proc):

@@ -14,7 +14,7 @@ import pytest
 
 from ..host import splat
 from ..host.agent_client import GuestLost, HarnessError
-from ..library.repro import reproducer
+from ..library import repro
 from .fixtures import healthy
 from .session import CASE_KEY, state_of
 
@@ -90,9 +90,8 @@ def _write_reproducer(state, item, case):
     repro_dir = state.run_dir / "reproducers"
     repro_dir.mkdir(parents=True, exist_ok=True)
     path = repro_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[:200] + ".py")
-    path.write_text(reproducer(case.guest.log, f"for {item.nodeid} on {case.guest.release}",
-                               prelude=case.prelude))
-    return path
+    return repro.write(path, case.guest.log, f"for {item.nodeid} on {case.guest.release}",
+                       prelude=case.prelude)
 
 
 def pytest_report_teststatus(report, config):
