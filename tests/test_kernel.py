@@ -197,3 +197,17 @@ def test_a_kernel_without_a_config_takes_the_one_the_guest_carries(tmp_path):
     config_from_guest(FakeGuest({"/boot/config-7.3.0-rc7": b"CONFIG_DM_FLAKEY=y\n"}), other)
     assert other.option("DM_FLAKEY") == "y"
     assert other.config_path == "the guest's /boot/config-7.3.0-rc7"
+
+
+@pytest.mark.parametrize("release, version", [
+    ("6.1.0-56-amd64", (6, 1, 0)), ("6.12.117+deb12-amd64", (6, 12, 117)),
+    ("7.3-amd64", (7, 3, 0)), ("7.3.0-rc7", (7, 3, 0)), ("6.5", (6, 5, 0)), ("virtme", (0, 0, 0)),
+])
+def test_one_parser_of_releases(release, version):
+    assert kmod.version(release) == version
+
+
+def test_a_release_candidate_and_a_point_release_sort_without_mixing_numbers_and_words():
+    releases = ["7.3-amd64", "7.3.1-amd64", "6.1.0-9-amd64", "6.1.0-56-amd64"]
+    assert sorted(releases, key=kmod._version_key, reverse=True) == [
+        "7.3.1-amd64", "7.3-amd64", "6.1.0-56-amd64", "6.1.0-9-amd64"]

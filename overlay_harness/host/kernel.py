@@ -94,8 +94,19 @@ def parse_config_text(text):
     return config
 
 
+def version(release):
+    """(major, minor, patch) of a release string: 6.1.0-56-amd64 -> (6, 1, 0),
+    7.3-amd64 -> (7, 3, 0); (0, 0, 0) when it names no version. The one parser of
+    releases: sorting kernels, series such as 6.12, and known-issue ranges use it."""
+    nums = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?(?=[.\-+~_]|$)", release)
+    return tuple(int(x or 0) for x in nums.groups()) if nums else (0, 0, 0)
+
+
 def _version_key(release):
-    return [int(x) if x.isdigit() else x for x in re.split(r"[.\-+]", release)]
+    """Newest-first order: the version, then the release's other numbers (Debian's ABI,
+    6.1.0-56 after 6.1.0-9), numbers and words tagged so that they never meet."""
+    parts = [(1, int(x), "") if x.isdigit() else (0, 0, x) for x in re.split(r"[.\-+~_]", release)]
+    return version(release), parts
 
 
 def installed():
@@ -164,8 +175,7 @@ def cached(cache=None):
 def _series(spec, kernels):
     """The newest of `kernels` in series `spec` (e.g. 6.12 -> 6.12.117+deb12-amd64)."""
     for k in kernels:
-        m = re.match(r"(\d+)\.(\d+)(?=[.\-+]|$)", k.release)
-        if m and f"{m.group(1)}.{m.group(2)}" == spec:
+        if ".".join(map(str, version(k.release)[:2])) == spec:
             return k
     return None
 

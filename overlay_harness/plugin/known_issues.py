@@ -1,15 +1,9 @@
 """known_issue markers: a documented behaviour the kernel does not follow becomes a
 strict xfail on the kernels in range (and the upper filesystems named)."""
 
-import re
-
 import pytest
 
-
-def kernel_version(release):
-    """(major, minor, patch) from a release string like 6.1.0-56-amd64."""
-    nums = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
-    return tuple(int(x or 0) for x in nums.groups()) if nums else (0, 0, 0)
+from ..host.kernel import version as kernel_version
 
 
 def apply_known_issues(request, release):
