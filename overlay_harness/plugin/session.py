@@ -62,7 +62,7 @@ class HarnessState:
         self.run_id = run_id
         self.run_dir = base / run_id
         self.vms = {}
-        self.uses = {}  # VM name -> VmUse
+        self.uses = {}  # (VM name, kernel release) -> VmUse
         self.boot_failure = None  # why the one kernel's VM did not boot (the run stopped)
         self.failed_nodes = 0
         self.splat_policy = splat.default_policy()
@@ -124,8 +124,9 @@ class HarnessState:
         return vm
 
     def use(self, vm):
-        """The plugin's record of `vm` (created on first use)."""
-        return self.uses.setdefault(vm.name, VmUse())
+        """The plugin's record of `vm` (created on first use). A worker's VMs for several
+        kernels share its name: each kernel's VM has its own record (its facts, boots)."""
+        return self.uses.setdefault((vm.name, vm.kernel.release), VmUse())
 
     def stop_all(self):
         for vm in self.vms.values():
