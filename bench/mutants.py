@@ -92,6 +92,25 @@ def killers(base, got):
     return [(c, base[c], got.get(c, "not run")) for c in base if got.get(c, "not run") != base[c]]
 
 
+def table(rows, zero_wall):
+    """The matrix mutant x outcome as markdown, with the kill ratio and the time."""
+    lines = ["| mutant | area | breaks | verdict | killing case runs | time |", "|---|---|---|---|---|---|"]
+    for name, meta, verdict, k, wall, note in rows:
+        shown = ", ".join(f"`{c}`" for c, _a, _b in k[:3]) + (f" +{len(k) - 3}" if len(k) > 3 else "")
+        lines.append(f"| {name} | {meta.get('area', '?')} | {meta.get('breaks', '')} | {verdict} | "
+                     f"{len(k)}{': ' + shown if k else ''}{note and ' ' + note[:80]} | {wall:.0f} s |")
+    judged = [r for r in rows if r[2].startswith(("killed", "survived"))]
+    killed = [r for r in judged if r[2].startswith("killed")]
+    seed = [r for r in judged if r[1].get("area") in SEED_AREAS]
+    seed_twice = [r for r in seed if len(r[3]) >= 2]
+    ratio = 100 * len(killed) / max(1, len(judged))
+    total = sum(r[4] for r in rows) + zero_wall
+    lines += ["", f"killed {len(killed)} of {len(judged)} mutants ({ratio:.0f} %); seed areas: "
+              f"{sum(1 for r in seed if r[3])} of {len(seed)} killed, {len(seed_twice)} by two or more "
+              f"case runs; mutant zero {zero_wall:.0f} s, all runs {total:.0f} s"]
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernel", default=None, help="the kernel under test (default: the default kernel)")
@@ -164,26 +183,11 @@ def main():
             verdict = "killed (errors only)"
         note = f"(of {len(got)} case runs: -m {selection})" if selection else ""
         rows.append((name, meta, verdict, k, wall, note))
+        (out / "table.md").write_text(table(rows, zero_wall) + "\n")   # so far: an interrupted run keeps it
         example = f", e.g. {k[0][0]} ({k[0][1]} -> {k[0][2]})" if k else ""
         log(f"  {verdict}: {len(k)} case runs{example}")
 
-    lines = ["| mutant | area | breaks | verdict | killing case runs | time |", "|---|---|---|---|---|---|"]
-    for name, meta, verdict, k, wall, note in rows:
-        shown = ", ".join(f"`{c}`" for c, _a, _b in k[:3]) + (f" +{len(k) - 3}" if len(k) > 3 else "")
-        lines.append(f"| {name} | {meta.get('area', '?')} | {meta.get('breaks', '')} | {verdict} | "
-                     f"{len(k)}{': ' + shown if k else ''}{note and ' ' + note[:80]} | {wall:.0f} s |")
-    judged = [r for r in rows if r[2].startswith(("killed", "survived"))]
-    killed = [r for r in judged if r[2].startswith("killed")]
-    seed = [r for r in judged if r[1].get("area") in SEED_AREAS]
-    seed_twice = [r for r in seed if len(r[3]) >= 2]
-    ratio = 100 * len(killed) / max(1, len(judged))
-    total = sum(r[4] for r in rows) + zero_wall
-    lines += ["", f"killed {len(killed)} of {len(judged)} mutants ({ratio:.0f} %); seed areas: "
-              f"{sum(1 for r in seed if r[3])} of {len(seed)} killed, {len(seed_twice)} by two or more "
-              f"case runs; mutant zero {zero_wall:.0f} s, all runs {total:.0f} s"]
-    table = "\n".join(lines)
-    (out / "table.md").write_text(table + "\n")
-    print("\n" + table)
+    print("\n" + table(rows, zero_wall))
     shutil.rmtree(scratch, ignore_errors=True)
 
 
