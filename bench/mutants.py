@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from overlay_harness.host import fetch  # noqa: E402
+from overlay_harness.host import fetch, modbuild  # noqa: E402
 from overlay_harness.host import kernel as kernel_mod  # noqa: E402
 
 SEED_AREAS = {"volatile", "errseq", "syncfs", "shared_upper", "metacopy", "lower_changes"}
@@ -72,19 +72,6 @@ def run_pytest(args, results_dir, log):
                          f"(exit {p.returncode}):\n{tail}")
     log(f"    {(p.stdout.strip().splitlines() or ['?'])[-1]} ({wall:.0f} s)")
     return found[-1], wall
-
-
-def prepare(pristine, scratch, patch=None):
-    """A copy of fs/overlayfs under scratch/, with `patch` applied; the directory."""
-    tree = scratch / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
-    shutil.copytree(pristine, tree / "fs" / "overlayfs")
-    if patch is not None:
-        p = subprocess.run(["patch", "-p1", "--quiet", "--no-backup-if-mismatch", "-i", str(patch)],
-                           cwd=tree, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"does not apply: {(p.stdout + p.stderr).strip()}")
-    return tree / "fs" / "overlayfs"
 
 
 def killers(base, got):
@@ -147,7 +134,7 @@ def main():
         log("stock module:")
         stock = outcomes(run_pytest(common, out / "stock", log)[0])
     log("mutant zero (the unmodified source, built and substituted):")
-    zero_dir = prepare(pristine, scratch)
+    zero_dir = modbuild.patched_copy(pristine, scratch / "tree")
     zero_summary, zero_wall = run_pytest(common + [f"--overlay-src={zero_dir}"], out / "zero", log)
     zero = outcomes(zero_summary)
     differ = killers(stock, zero)
@@ -163,8 +150,8 @@ def main():
         name = meta.get("mutant", patch.stem)
         log(f"{name} ({meta.get('area', '?')}):")
         try:
-            src = prepare(pristine, scratch, patch)
-        except RuntimeError as e:
+            src = modbuild.patched_copy(pristine, scratch / "tree", patch)
+        except modbuild.ModuleError as e:
             rows.append((name, meta, "not applied", [], 0.0, str(e)))
             log(f"  {e}")
             continue

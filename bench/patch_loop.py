@@ -29,20 +29,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from overlay_harness.host import fetch  # noqa: E402
+from overlay_harness.host import fetch, modbuild  # noqa: E402
 from overlay_harness.host import kernel as kernel_mod  # noqa: E402
 
 
 def edited_copy(pristine, scratch, patch):
-    tree = scratch / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
-    shutil.copytree(pristine, tree / "fs" / "overlayfs")
-    if patch:
-        subprocess.run(["patch", "-p1", "--quiet", "-i", str(Path(patch).resolve())], cwd=tree, check=True)
-    else:
-        with open(tree / "fs" / "overlayfs" / "super.c", "a") as f:
+    """The kernel's fs/overlayfs with the edit: `patch`, or a comment added to super.c."""
+    src = modbuild.patched_copy(pristine, scratch / "tree", patch)
+    if not patch:
+        with open(src / "super.c", "a") as f:
             f.write(f"/* patch loop benchmark edit {time.time()} */\n")
-    return tree / "fs" / "overlayfs"
+    return src
 
 
 def module_route(src, kernel_arg, pytest_args, results):

@@ -128,3 +128,17 @@ def test_headers_that_need_a_compiler_the_host_lacks_are_refused_first(tmp_path)
         modbuild._check_compiler(headers, kernel)
     (headers / ".kernelvariables").write_text("CC = $(CROSS_COMPILE)gcc\n")
     modbuild._check_compiler(headers, kernel)   # a plain gcc: nothing to say
+
+
+def test_a_patched_copy_leaves_the_pristine_source_alone(tmp_path):
+    pristine = tmp_path / "pristine"
+    pristine.mkdir()
+    (pristine / "super.c").write_text("int a;\nint b;\n")
+    patch = tmp_path / "m.patch"
+    patch.write_text("Mutant: x\n\n--- a/fs/overlayfs/super.c\n+++ b/fs/overlayfs/super.c\n"
+                     "@@ -1,2 +1,2 @@\n int a;\n-int b;\n+int c;\n")
+    src = modbuild.patched_copy(pristine, tmp_path / "tree", patch)
+    assert src == tmp_path / "tree/fs/overlayfs" and (src / "super.c").read_text() == "int a;\nint c;\n"
+    assert (pristine / "super.c").read_text() == "int a;\nint b;\n"
+    with pytest.raises(modbuild.ModuleError, match="does not apply"):
+        modbuild.patched_copy(src, tmp_path / "again", patch)   # already applied: int b is gone

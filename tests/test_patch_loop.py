@@ -6,14 +6,13 @@ does not compile stops the run before any VM boots, quoting the compiler. Boots 
 kernels; downloads linux-source and linux-headers on first use."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from overlay_harness.host import fetch
+from overlay_harness.host import fetch, modbuild
 from overlay_harness.host import kernel as kernel_mod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +28,7 @@ def pristine():
 
 
 def source(tmp_path, pristine, patch=None):
-    tree = tmp_path / "tree"
-    shutil.copytree(pristine, tree / "fs" / "overlayfs")
-    if patch is not None:
-        subprocess.run(["patch", "-p1", "--quiet", "-i", str(patch)], cwd=tree, check=True)
-    return tree
+    return modbuild.patched_copy(pristine, tmp_path / "tree", patch)
 
 
 def run(tmp_path, *args):
@@ -70,7 +65,7 @@ def test_a_mutant_that_drops_the_volatile_syncfs_error_is_caught(tmp_path, prist
 
 def test_a_source_that_does_not_compile_stops_before_any_boot(tmp_path, pristine):
     tree = source(tmp_path, pristine)
-    super_c = tree / "fs/overlayfs/super.c"
+    super_c = tree / "super.c"
     super_c.write_text(super_c.read_text() + "\nint ovl_broken(void) { return 0 }\n")
     rc, out = run(tmp_path, f"--overlay-src={tree}", CASE)
     assert rc == 4, out[-4000:]   # pytest's usage error: nothing ran

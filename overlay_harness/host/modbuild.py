@@ -124,6 +124,20 @@ def _source_dir(src):
                       f"with one (no {', '.join(OVERLAY_SOURCES)})")
 
 
+def patched_copy(pristine, tree, patch=None):
+    """A copy of `pristine` (a fs/overlayfs directory) at TREE/fs/overlayfs, with `patch`
+    (a diff with kernel-tree paths, applied with -p1) applied; the copy's fs/overlayfs."""
+    tree = Path(tree)
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(pristine, tree / "fs" / "overlayfs")
+    if patch is not None:
+        p = subprocess.run(["patch", "-p1", "--quiet", "--no-backup-if-mismatch", "-i",
+                            str(Path(patch).resolve())], cwd=tree, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise ModuleError(f"{patch} does not apply: {(p.stdout + p.stderr).strip()}")
+    return tree / "fs" / "overlayfs"
+
+
 def describe_source(src):
     """'DIR (git describe)' when DIR's files are tracked by git, else 'DIR'."""
     def git(*argv):
