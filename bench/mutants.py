@@ -107,6 +107,9 @@ def main():
     ap.add_argument("-n", "--workers", default="2", help="pytest-xdist workers per run (default 2)")
     ap.add_argument("--stock", default=None,
                     help="summary.json of a run of the same cases with the stock module (else run one)")
+    ap.add_argument("--zero", default=None,
+                    help="summary.json of an earlier mutant zero on the same kernel and cases (else run "
+                         "one); checked against the stock results just the same")
     ap.add_argument("--out", default=str(ROOT / "results" / "mutants"), help="where runs and the table go")
     ap.add_argument("--by-area", action="store_true",
                     help="run each mutant only against the cases of its area (AREA_CASES): faster, "
@@ -133,10 +136,14 @@ def main():
     else:
         log("stock module:")
         stock = outcomes(run_pytest(common, out / "stock", log)[0])
-    log("mutant zero (the unmodified source, built and substituted):")
-    zero_dir = modbuild.patched_copy(pristine, scratch / "tree")
-    zero_summary, zero_wall = run_pytest(common + [f"--overlay-src={zero_dir}"], out / "zero", log)
-    zero = outcomes(zero_summary)
+    if args.zero:
+        log(f"mutant zero: {args.zero}")
+        zero, zero_wall = outcomes(args.zero), 0.0
+    else:
+        log("mutant zero (the unmodified source, built and substituted):")
+        zero_dir = modbuild.patched_copy(pristine, scratch / "tree")
+        zero_summary, zero_wall = run_pytest(common + [f"--overlay-src={zero_dir}"], out / "zero", log)
+        zero = outcomes(zero_summary)
     differ = killers(stock, zero)
     if differ or set(stock) != set(zero):
         for c, a, b in differ:
