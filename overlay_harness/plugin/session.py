@@ -135,10 +135,42 @@ class HarnessState:
 
 STATE_KEY = pytest.StashKey[HarnessState]()
 CASE_KEY = pytest.StashKey[CaseState]()
+KERNEL_PROP = "kernel"  # the report property naming the kernel a case ran on (its label)
 
 
 def state_of(config) -> HarnessState:
     return config.stash[STATE_KEY]
+
+
+def kernel_of(item):
+    """The Kernel an item runs on, or None for an item without the `kernel` fixture."""
+    if "kernel" not in getattr(item, "fixturenames", ()):
+        return None
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "kernel" in callspec.params:
+        return callspec.params["kernel"]
+    state = item.config.stash.get(STATE_KEY, None)
+    return state.kernels[0] if state is not None and state.kernels else None
+
+
+def set_property(item, name, value):
+    """Set a report property of `item` (user_properties), replacing an earlier value."""
+    props = item.user_properties
+    for i, (key, _) in enumerate(props):
+        if key == name:
+            props[i] = (name, value)
+            return
+    props.append((name, value))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Every report of a kernel case names its kernel (before the report is made, so that
+    it and JUnit's <properties> carry it): the time keeper and the results read it."""
+    kernel = kernel_of(item)
+    if kernel is not None:
+        set_property(item, KERNEL_PROP, kernel.label)
+    yield
 
 
 def pytest_configure(config):

@@ -22,7 +22,7 @@ class Outcome(enum.StrEnum):
 REGRESSED = {Outcome.FAILED, Outcome.ERROR, Outcome.XFAILED}
 
 # Report properties (user_properties) the results read: set by this layer's recorder
-# (kernel, case, guest release, known issue) and by the plugin's evidence (the rest).
+# (case, guest release, known issue) and by the plugin (the kernel, and the evidence).
 PROP_KERNEL, PROP_CASE, PROP_RELEASE, PROP_KNOWN = "kernel", "case", "guest_release", "known_issue"
 PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE = "infra_error", "reproducer", "console_log"
 

@@ -24,25 +24,14 @@ from pathlib import Path
 import pytest
 
 from ..host import kernel as kernel_mod
-from ..plugin.session import CASE_KEY, STATE_KEY
-from .model import PROP_CASE, PROP_CONSOLE, PROP_KERNEL, PROP_KNOWN, PROP_RELEASE, PROP_REPRODUCER, Results
+from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of, set_property
+from .model import PROP_CASE, PROP_CONSOLE, PROP_KNOWN, PROP_RELEASE, PROP_REPRODUCER, Results
 from .render import html_page, markdown_table, regression_line, text_table
 
 
 def _state(config):
     """The plugin's HarnessState, or None where only this plugin is loaded."""
     return config.stash.get(STATE_KEY, None)
-
-
-def _kernel_of(item):
-    """The Kernel an item runs on, or None for an item without the `kernel` fixture."""
-    if "kernel" not in getattr(item, "fixturenames", ()):
-        return None
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "kernel" in callspec.params:
-        return callspec.params["kernel"]
-    state = _state(item.config)
-    return state.kernels[0] if state is not None and state.kernels else None
 
 
 def case_key(item, kernel):
@@ -65,41 +54,28 @@ def case_key(item, kernel):
     return f"{base}[{rest}]" if rest else base
 
 
-def _label(kernel):
-    return getattr(kernel, "label", None) or str(kernel)
-
-
-def _set_property(item, name, value):
-    props = item.user_properties
-    for i, (key, _) in enumerate(props):
-        if key == name:
-            props[i] = (name, value)
-            return
-    props.append((name, value))
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    kernel = _kernel_of(item)
+    kernel = kernel_of(item)
     if kernel is not None:
-        # Before the report is made, so that it (and JUnit's <properties>) carries them.
-        _set_property(item, PROP_KERNEL, _label(kernel))
-        _set_property(item, PROP_CASE, case_key(item, kernel))
+        # Before the report is made, so that it (and JUnit's <properties>) carries them;
+        # the kernel's own property (PROP_KERNEL) is the plugin's.
+        set_property(item, PROP_CASE, case_key(item, kernel))
         if call.when == "call":
             case = item.stash.get(CASE_KEY, None)
             g = case.guest if case is not None else None
             if g is not None and getattr(g, "release", None):
-                _set_property(item, PROP_RELEASE, g.release)
+                set_property(item, PROP_RELEASE, g.release)
             reasons = [m.kwargs.get("reason") or (m.args[1] if len(m.args) > 1 else "")
                        for m in item.iter_markers("xfail")]
             reasons = [r for r in reasons if r]
             if reasons:
-                _set_property(item, PROP_KNOWN, "; ".join(reasons))
+                set_property(item, PROP_KNOWN, "; ".join(reasons))
     yield
 
 
 def _kernel_meta(kernel):
-    meta = {"label": _label(kernel), "release": getattr(kernel, "release", str(kernel))}
+    meta = {"label": kernel.label, "release": getattr(kernel, "release", str(kernel))}
     for name in ("image", "run_arg", "tree", "config_path", "modules_dir"):
         value = getattr(kernel, name, None)
         meta["config" if name == "config_path" else name] = str(value) if value is not None else None
@@ -122,7 +98,7 @@ class ReportPlugin:
     def __init__(self, config):
         self.config = config
         state = _state(config)
-        self.results = Results([_label(k) for k in state.kernels] if state is not None else [])
+        self.results = Results([k.label for k in state.kernels] if state is not None else [])
         self.written = None
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case
