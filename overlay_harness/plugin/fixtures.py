@@ -16,6 +16,7 @@ from ..library.guest import Guest
 from ..library.overlay import Overlay, make_tree
 from .known_issues import apply_known_issues
 from .session import CASE_KEY, CaseState, state_of
+from .timing import BOOT_PROP, announce_boot
 
 SCRATCH_ROOT = "/run/ovh"
 
@@ -45,7 +46,8 @@ def _boot(machine, state, single=True):
     kernel: the recorder keeps it in summary.json as boot_failure), or fail this
     kernel's cases with it (several kernels)."""
     try:
-        machine.restart() if machine.proc else machine.start()
+        with announce_boot(state.config, machine):
+            machine.restart() if machine.proc else machine.start()
         state.use(machine).facts = prepare_guest(machine)
     except HarnessError as e:
         machine.stop()
@@ -85,7 +87,7 @@ def guest(vm, request):
         _boot(vm, state)  # the case asked for a kernel no other case has touched
     use.served = vm.boots
     if vm.boots != use.reported_boots:  # this case waited for a boot: say so in its report
-        request.node.user_properties.append(("vm_boot_s", round(vm.timings["ready"], 2)))
+        request.node.user_properties.append((BOOT_PROP, round(vm.timings["ready"], 2)))
         use.reported_boots = vm.boots
     apply_known_issues(request, vm.guest_release)
     path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"

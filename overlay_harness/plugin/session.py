@@ -20,7 +20,6 @@ from ..host.vng import mem_available_bytes, size_bytes
 from ..library.devices import FILESYSTEMS
 from ..library.features import GuestFacts
 from ..library.guest import Guest
-from .timing import TimeKeeper
 
 
 @dataclass
@@ -68,6 +67,7 @@ class HarnessState:
         self.splat_policy = splat.default_policy()
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
+        self.kernel_times = {}  # kernel label -> its boots and phase times (timing.py)
         self._substitute_overlay(worker)
 
     def _substitute_overlay(self, worker):
@@ -174,6 +174,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_configure(config):
+    from .timing import TimeKeeper  # timing.py reads this module's names
+
     state = config.stash[STATE_KEY] = HarnessState(config)
     config.pluginmanager.register(TimeKeeper(state), "overlay-harness-times")
 

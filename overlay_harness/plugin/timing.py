@@ -1,7 +1,69 @@
-"""Where the time goes: VM boots, and each case's set-up, body and teardown; printed at
-the end of the run and kept as results/<run>/timing.json."""
+"""Where the time goes: VM boots, and each case's set-up, body and teardown, in all and per
+kernel; printed at the end of the run and kept as results/<run>/timing.json.
 
+While a VM boots, the terminal says so: "booting 6.1.0-56-amd64 (tcg) ... ready in 32.4 s",
+live where the VM boots in pytest's own process. An xdist worker's output does not reach
+the terminal, so there the controller prints the same line, with the worker's id, when
+the report of the case that waited for the boot arrives. `-q` keeps it quiet."""
+
+import contextlib
 import json
+
+from .session import KERNEL_PROP
+
+BOOT_PROP = "vm_boot_s"  # on the set-up report of the case that waited for a boot
+PHASES = ("setup", "call", "teardown")
+
+
+def _terminal(config):
+    """The terminal reporter boot lines go to, or None (-q, no terminal, an xdist worker)."""
+    if hasattr(config, "workerinput") or config.get_verbosity() < 0:
+        return None
+    return config.pluginmanager.get_plugin("terminalreporter")
+
+
+def _new_line(tr):
+    """Start a line of our own, also after xdist's progress dots (which pytest's
+    ensure_newline does not know of)."""
+    tr.ensure_newline()
+    if getattr(getattr(tr, "_tw", None), "width_of_current_line", 0):
+        tr.write("\n")
+
+
+def boot_line(kernel, accel, seconds=None, worker=None):
+    text = f"{f'[{worker}] ' if worker else ''}booting {kernel} ({accel}) ..."
+    return text if seconds is None else f"{text} ready in {seconds:.1f} s"
+
+
+@contextlib.contextmanager
+def announce_boot(config, vm):
+    """Around a boot of `vm`: its kernel and accelerator on the terminal, then the time
+    to ready (vm.timings["ready"], what the case's report carries as vm_boot_s)."""
+    tr = _terminal(config)
+    if tr is None:
+        yield
+        return
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def uncaptured():
+        return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+
+    with uncaptured():
+        _new_line(tr)
+        tr.write(boot_line(vm.kernel.label, vm.accel.name), flush=True)
+    ready = None
+    try:
+        yield
+        ready = vm.timings.get("ready")
+    finally:
+        with uncaptured():
+            tr.write_line(f" ready in {ready:.1f} s" if ready is not None else " did not boot")
+
+
+def timing_of(state):
+    """timing.json's content: boots and phase times in all, and per kernel."""
+    return {"boots_s": state.boot_times, "phases_s": state.phase_times,
+            "kernels": state.kernel_times}
 
 
 class TimeKeeper:
@@ -15,20 +77,32 @@ class TimeKeeper:
     def pytest_runtest_logreport(self, report):
         if report.when not in self.state.phase_times:
             return
+        props = dict(report.user_properties)
+        kernel = props.get(KERNEL_PROP)
+        per = self.state.kernel_times.setdefault(
+            kernel, {"boots_s": [], "phases_s": {p: [] for p in PHASES}}) if kernel else None
         seconds = report.duration
         if report.when == "setup":
-            boot = dict(report.user_properties).get("vm_boot_s")
+            boot = props.get(BOOT_PROP)
             if boot:
                 self.state.boot_times.append(boot)
+                if per is not None:
+                    per["boots_s"].append(boot)
                 seconds = max(0.0, seconds - boot)
+                worker = getattr(getattr(report, "node", None), "workerinput", {}).get("workerid")
+                tr = _terminal(self.state.config)
+                if worker and tr is not None:  # booted in an xdist worker: say it here
+                    _new_line(tr)
+                    tr.write_line(boot_line(kernel, self.state.accel.name, boot, worker))
         self.state.phase_times[report.when].append(seconds)
+        if per is not None:
+            per["phases_s"][report.when].append(seconds)
 
     def pytest_sessionfinish(self, session):
         st = self.state
         if st.boot_times and not hasattr(session.config, "workerinput"):
             st.run_dir.mkdir(parents=True, exist_ok=True)
-            (st.run_dir / "timing.json").write_text(json.dumps(
-                {"boots_s": st.boot_times, "phases_s": st.phase_times}, indent=1))
+            (st.run_dir / "timing.json").write_text(json.dumps(timing_of(st), indent=1))
 
     def pytest_terminal_summary(self, terminalreporter):
         st = self.state
