@@ -10,7 +10,25 @@ import sys
 from pathlib import Path
 
 from .results.model import Results
-from .results.render import by_case_markdown, html_page, markdown_table, regression_line, text_table
+from .results.render import (
+    by_case_markdown,
+    html_page,
+    markdown_table,
+    regression_line,
+    text_table,
+    timing_by_kernel,
+)
+
+
+def merged_timing(paths, summaries):
+    """The times per kernel of every summary's timing.json (beside it), or None."""
+    per_kernel = {}
+    for path, summary in zip(paths, summaries, strict=True):
+        timing = path.with_name("timing.json")
+        if timing.is_file():
+            labels = [k["label"] for k in summary["kernels"]]
+            per_kernel.update(timing_by_kernel(json.loads(timing.read_text()), labels))
+    return {"kernels": per_kernel} if per_kernel else None
 
 
 def main(argv=None):
@@ -36,7 +54,7 @@ def main(argv=None):
     if args.html:
         meta = {"run_id": "merged: " + ", ".join(s.get("run_id", "?") for s in loaded),
                 "kernels": [k for s in loaded for k in s["kernels"]]}
-        args.html.write_text(html_page(res, meta))
+        args.html.write_text(html_page(res, meta, merged_timing(args.summaries, loaded)))
     regs = res.regressions()
     for c, k, o in regs:
         print(regression_line(res, c, k, o), file=sys.stderr)

@@ -53,7 +53,8 @@ def pytest_runtest_makereport(item, call):
         rep.user_properties.append(("infra_error", "lost"))  # as plugin/evidence.py records it
     if rep.failed and call.when == "call":
         rep.user_properties += [("reproducer", "/r/repro_%s.py" % item.name),
-                                ("console_log", "/r/console.log")]
+                                ("console_log", "/r/console.log"),
+                                ("kernel_log", "[ 1.0] Buffer I/O error on dev dm-0")]
         rep.sections.append(("guest: kernel", "fake"))
         rep.sections.append(("guest: calls (reproducer, also in /r/repro_%s.py)" % item.name,
                              "g.open('/x', 0)  # -> EIO"))
@@ -133,9 +134,19 @@ def test_two_kernels_table_regressions_and_summary(suite):
     assert summary["exit_status"] == 1
     assert summary["totals"][NEW] == {"passed": 3, "failed": 1, "xfailed": 1}
 
+    failed = next(r for r in summary["results"] if r["outcome"] == "failed")
+    assert failed["kernel_log"] == "[ 1.0] Buffer I/O error on dev dm-0"
+    line = next(i for i, text in enumerate(CASES.strip().splitlines(), 1) if "assert not" in text)
+    assert failed["where"].endswith(f"test_cases.py:{line}") and "assert not" in failed["message"]
+
     run_dir = Path(summary["run_dir"])
     page = (run_dir / "report.html").read_text()
     assert page.count("class='xfailed regression'") == 1 and page.count("class='failed regression'") == 1
+    # Evidence for both regressions (the xfail after a pass included), none for the rest
+    articles = [a[:a.index("</article>")] for a in page.split("<article")[1:]]
+    assert len(articles) == 2 and all("regression</span>" in a for a in articles)
+    (fs,) = [a for a in articles if "test_cases.py::test_fs[xfs]</code> on <code>6.12.9-amd64" in a]
+    assert "Buffer I/O error on dev dm-0" in fs and "href='/r/console.log'" in fs and "assert not" in fs
     assert "<h2>Known issues</h2>" in page and "fsync forgets the error" in page
     assert page.index("test_cases.py::test_fs[xfs]") < page.index("test_cases.py::test_same")
     md = (run_dir / "table.md").read_text()

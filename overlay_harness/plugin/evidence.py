@@ -4,7 +4,9 @@ survives pytest-xdist):
 - the kernel-log check: a splat or a new taint flag since the case began fails it;
 - facts as report properties, which the results layer reads and never parses out
   of prose: `infra_error` (the kind of HarnessError: boot, lost, timeout, agent,
-  harness), `reproducer` and `console_log` (paths, for a failed case);
+  harness), `reproducer` and `console_log` (paths, for a failed case), and the
+  evidence report.html shows: `kernel_log` (the guest's kernel log since the case
+  began) or, when the guest is gone, `console_excerpt`;
 - the "guest: ..." sections a person reads: kernel, reproducer, dmesg, console.
 """
 
@@ -19,6 +21,7 @@ from .fixtures import healthy
 from .session import CASE_KEY, state_of
 
 INFRA_ERROR = "infra_error"
+KERNEL_LOG, CONSOLE_EXCERPT = "kernel_log", "console_excerpt"
 
 
 def infra_error(report):
@@ -78,12 +81,15 @@ def pytest_runtest_makereport(item, call):
             recs = vm.agent.request("kmsg", [case.kmsg_start])
             text = "\n".join(f"[{usec / 1e6:12.6f}] {msg}" for _seq, _lvl, usec, msg in recs[-80:])
             rep.sections.append(("guest: dmesg since the case began", text or "(nothing)"))
+            rep.user_properties.append((KERNEL_LOG, text))
         except HarnessError as e:
             rep.sections.append(("guest: dmesg", f"unavailable: {e}"))
     else:
         vm.settle_console()  # a panic may still be reaching the log
-    rep.sections.append((f"guest: console (excerpt of {vm.console_log})",
-                         vm.console_excerpt()))
+    excerpt = vm.console_excerpt()
+    if not healthy(vm):  # the guest's own kernel log is out of reach: the console has it
+        rep.user_properties.append((CONSOLE_EXCERPT, excerpt))
+    rep.sections.append((f"guest: console (excerpt of {vm.console_log})", excerpt))
 
 
 def _write_reproducer(state, item, case):

@@ -25,6 +25,8 @@ REGRESSED = {Outcome.FAILED, Outcome.ERROR, Outcome.XFAILED}
 # (case, guest release, known issue) and by the plugin (the kernel, and the evidence).
 PROP_KERNEL, PROP_CASE, PROP_RELEASE, PROP_KNOWN = "kernel", "case", "guest_release", "known_issue"
 PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE = "infra_error", "reproducer", "console_log"
+PROP_KERNEL_LOG, PROP_CONSOLE_EXCERPT = "kernel_log", "console_excerpt"
+EVIDENCE = (PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE, PROP_KERNEL_LOG, PROP_CONSOLE_EXCERPT)
 
 
 def _props(report):
@@ -50,14 +52,22 @@ def _phase_outcome(report):
 
 
 def _message(report):
+    """What failed: a skip's reason, the exception's message (an assertion with its
+    `where` lines), or a failure given as text (a splat, a leak) whole."""
     if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
         return str(report.longrepr[2])
-    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    crash = _crash(report)
     if crash is not None and getattr(crash, "message", None):
         return crash.message.strip()[:1000]
+    if isinstance(getattr(report, "longrepr", None), str):
+        return report.longrepr.strip()[:4000]
     text = getattr(report, "longreprtext", "") or ""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:1000] if lines else ""
+
+
+def _crash(report):
+    return getattr(getattr(report, "longrepr", None), "reprcrash", None)
 
 
 class Results:
@@ -96,7 +106,10 @@ class Results:
             rec["reason"] = str(getattr(report, "wasxfail", "") or rec.get("known_issue", ""))
         if outcome not in (Outcome.PASSED, Outcome.XPASSED):
             rec["message"] = _message(report)
-        for name in (PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE):
+            crash = _crash(report)
+            if crash is not None and getattr(crash, "lineno", None):
+                rec["where"] = f"{crash.path}:{crash.lineno}"
+        for name in EVIDENCE:
             if props.get(name):
                 rec[name] = props[name]
 

@@ -25,6 +25,7 @@ import pytest
 
 from ..host import kernel as kernel_mod
 from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of, set_property
+from ..plugin.timing import timing_of
 from .model import PROP_CASE, PROP_CONSOLE, PROP_KNOWN, PROP_RELEASE, PROP_REPRODUCER, Results
 from .render import html_page, markdown_table, regression_line, text_table
 
@@ -196,6 +197,7 @@ def _write_outputs(session, res, exitstatus):
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (run_dir / "report.html").write_text(html_page(res, summary))
+    timing = timing_of(state) if state is not None and state.boot_times else None
+    (run_dir / "report.html").write_text(html_page(res, summary, timing))
     (run_dir / "table.md").write_text(markdown_table(res))
     return run_dir, summary
