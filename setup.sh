@@ -16,6 +16,7 @@ PACKAGES=(
   python3 python3-venv
   linux-image-amd64
   make gcc patch libelf1    # the patch loop (--overlay-src) builds overlay.ko on the host
+  chromium                  # tests/test_report_browser.py opens report.html in headless Chromium
 )
 
 missing=()
