@@ -20,10 +20,15 @@ def apply_known_issues(request, release):
             continue
         if only_fs and fs not in only_fs:
             continue
-        span = f"kernels {since or 'any'} to {'before ' + fixed if fixed else 'now'}"
-        commit = f"; commit {mark.kwargs['commit']}" if mark.kwargs.get("commit") else ""
         # raises=AssertionError: only a wrong errno or value is the known issue; a
         # harness error or a failed set-up step still fails the case.
         request.node.add_marker(pytest.mark.xfail(
-            reason=f"known kernel issue ({span}{commit}): {mark.args[0]}", strict=True,
+            reason=f"known kernel issue ({span(mark)}): {mark.args[0]}", strict=True,
             raises=AssertionError))
+
+
+def span(mark):
+    """Where a known_issue marker applies: "kernels 5.11 to before 6.13; commit 150c174a6053"."""
+    since, fixed, commit = (mark.kwargs.get(k) for k in ("since", "fixed", "commit"))
+    return (f"kernels {since or 'any'} to {'before ' + fixed if fixed else 'now'}"
+            + (f"; commit {commit}" if commit else ""))
