@@ -16,7 +16,7 @@ in this list (tests/test_layers.py reads the import graph and fails on any other
                 issues, a report's evidence (`-p overlay_harness.plugin`)
   5 results/    outcomes as data, their renderings, and the recorder plugin that writes
                 summary.json and JUnit evidence (`-p overlay_harness.results.recorder`)
-  6 tools       fetch.py, report.py, bisect.py: `python -m overlay_harness.TOOL`
+  6 tools       fetch.py, report.py, bisect.py, catalogue.py: `python -m overlay_harness.TOOL`
 
 Cases import from this package only: `from overlay_harness import Overlay, require, ...`.
 The names below are loaded on first use, so `python -m overlay_harness.host.reaper`

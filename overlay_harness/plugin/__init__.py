@@ -9,8 +9,9 @@ Load it with `-p overlay_harness.plugin` (conftest.py does); its parts:
     fixtures.py      kernel, vm, guest, upper, lower, make_overlay
     known_issues.py  known_issue markers -> strict xfails on the kernels in range
     evidence.py      makereport: kernel-log check, infra_error / reproducer /
-                     console_log properties, the "guest: ..." sections
-    timing.py        where the time went (boots, set-up, body, teardown)
+                     console_log / kernel_log properties, the "guest: ..." sections
+    timing.py        where the time went (boots, set-up, body, teardown), per kernel;
+                     the "booting ... ready in" line
 """
 
 pytest_plugins = [
