@@ -16,14 +16,7 @@ from ..host import splat
 from ..host.agent_client import GuestLost, HarnessError
 from ..library import repro
 from .fixtures import healthy
-from .session import CASE_KEY, state_of
-
-INFRA_ERROR = "infra_error"
-
-
-def infra_error(report):
-    """The kind of infrastructure error a report records, or None."""
-    return dict(getattr(report, "user_properties", ())).get(INFRA_ERROR)
+from .session import CASE_KEY, INFRA_ERROR, infra_error, state_of
 
 
 def check_kernel_log(case, policy):
@@ -38,7 +31,9 @@ def check_kernel_log(case, policy):
     return splat.excerpt(recs, found) if found else None
 
 
-@pytest.hookimpl(hookwrapper=True)
+# trylast: the innermost wrapper, so that the quarantine and pytest-rerunfailures see the
+# outcome this one decides (a splat fails a case that raised nothing).
+@pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()

@@ -23,7 +23,8 @@ SCRATCH_ROOT = "/run/ovh"
 @pytest.fixture(scope="session")
 def kernel(request):
     """The kernel under test (one per --kernel)."""
-    return getattr(request, "param", None) or state_of(request.config).kernels[0]
+    state = state_of(request.config)
+    return getattr(request, "param", None) or _stop_on_usage_error(lambda: state.kernels[0])
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,7 @@ def vm(kernel, request):
     lacking = kernel_mod.missing_options(kernel, ["boot"])
     if lacking:
         pytest.skip(kernel_mod.describe_missing(kernel, lacking) + ": virtme-ng cannot boot it")
-    machine = state.vm_for(kernel)
+    machine = _stop_on_usage_error(lambda: state.vm_for(kernel))
     if not machine.alive():
         _boot(machine, state, single=len(state.kernels) == 1)
     yield machine
@@ -54,6 +55,15 @@ def _boot(machine, state, single=True):
             state.boot_failure = message
             pytest.exit(message, returncode=3)
         pytest.fail(message, pytrace=False)
+
+
+def _stop_on_usage_error(resolve):
+    """What the plugin resolves on first use (in an xdist worker, in a fixture: a bad
+    kernel, --require-accel not met) stops the run with its message, as it would at start-up."""
+    try:
+        return resolve()
+    except pytest.UsageError as e:
+        pytest.exit(str(e), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def guest_block_devices(guest):

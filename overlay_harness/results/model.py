@@ -16,6 +16,7 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
     XFAILED = "xfailed"    # a known issue, as its marker expects
     XPASSED = "xpassed"
+    QUARANTINED = "quarantined"  # failed, but a quarantine entry in force parks it (not counted)
 
 
 # Outcomes that count as "fails" on a later kernel when the first one passed.
@@ -25,6 +26,7 @@ REGRESSED = {Outcome.FAILED, Outcome.ERROR, Outcome.XFAILED}
 # (kernel, case, guest release, known issue) and by the plugin's evidence (the rest).
 PROP_KERNEL, PROP_CASE, PROP_RELEASE, PROP_KNOWN = "kernel", "case", "guest_release", "known_issue"
 PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE = "infra_error", "reproducer", "console_log"
+PROP_QUARANTINE = "quarantine"
 
 
 def _props(report):
@@ -86,13 +88,19 @@ class Results:
             rec["guest_release"] = props[PROP_RELEASE]
         if props.get(PROP_KNOWN):
             rec["known_issue"] = props[PROP_KNOWN]
+        if report.outcome == "rerun":  # pytest-rerunfailures: a harness error, run again
+            rec["reruns"] = rec.get("reruns", 0) + 1
+            return
         outcome = _phase_outcome(report)
+        if outcome is Outcome.XFAILED and props.get(PROP_QUARANTINE):
+            outcome = Outcome.QUARANTINED
+            rec["quarantine"] = props[PROP_QUARANTINE]
         if outcome is None:
             return
         if report.when == "teardown" and rec["outcome"] in (Outcome.FAILED, Outcome.ERROR):
             return  # the case's own failure says more than its teardown's
         rec["outcome"] = outcome
-        if outcome in (Outcome.XFAILED, Outcome.XPASSED):
+        if outcome in (Outcome.XFAILED, Outcome.XPASSED, Outcome.QUARANTINED):
             rec["reason"] = str(getattr(report, "wasxfail", "") or rec.get("known_issue", ""))
         if outcome not in (Outcome.PASSED, Outcome.XPASSED):
             rec["message"] = _message(report)

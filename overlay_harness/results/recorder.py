@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from ..host import kernel as kernel_mod
-from ..plugin.session import CASE_KEY, STATE_KEY
+from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of
 from .model import PROP_CASE, PROP_CONSOLE, PROP_KERNEL, PROP_KNOWN, PROP_RELEASE, PROP_REPRODUCER, Results
 from .render import html_page, markdown_table, regression_line, text_table
 
@@ -32,17 +32,6 @@ from .render import html_page, markdown_table, regression_line, text_table
 def _state(config):
     """The plugin's HarnessState, or None where only this plugin is loaded."""
     return config.stash.get(STATE_KEY, None)
-
-
-def _kernel_of(item):
-    """The Kernel an item runs on, or None for an item without the `kernel` fixture."""
-    if "kernel" not in getattr(item, "fixturenames", ()):
-        return None
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "kernel" in callspec.params:
-        return callspec.params["kernel"]
-    state = _state(item.config)
-    return state.kernels[0] if state is not None and state.kernels else None
 
 
 def case_key(item, kernel):
@@ -80,7 +69,7 @@ def _set_property(item, name, value):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    kernel = _kernel_of(item)
+    kernel = kernel_of(item)
     if kernel is not None:
         # Before the report is made, so that it (and JUnit's <properties>) carries them.
         _set_property(item, PROP_KERNEL, _label(kernel))
@@ -122,7 +111,10 @@ class ReportPlugin:
     def __init__(self, config):
         self.config = config
         state = _state(config)
-        self.results = Results([_label(k) for k in state.kernels] if state is not None else [])
+        # The kernels' order (the first is the baseline) where several were given: given
+        # kernels make the plugin active at start-up, so they are resolved by now.
+        active = state is not None and state.active
+        self.results = Results([_label(k) for k in state.kernels] if active else [])
         self.written = None
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case
@@ -198,10 +190,7 @@ def _write_outputs(session, res, exitstatus):
         Path(session.config.rootpath) / "results" / time.strftime("run-%Y%m%d-%H%M%S"))
     kernels = [_kernel_meta(k) for k in state.kernels] if state is not None else [
         {"label": k, "release": k} for k in res.kernels]
-    try:
-        accel = state.accel if state is not None else None
-    except pytest.UsageError:
-        accel = None
+    accel = state.known_accel if state is not None else None  # never a probe boot at the end
     summary = {
         "run_id": getattr(state, "run_id", run_dir.name),
         "run_dir": str(run_dir),

@@ -7,7 +7,8 @@ from .model import Outcome
 
 # How outcomes show in the tables.
 SHORT = {Outcome.PASSED: "passed", Outcome.FAILED: "FAILED", Outcome.ERROR: "ERROR",
-         Outcome.SKIPPED: "skipped", Outcome.XFAILED: "xfail", Outcome.XPASSED: "XPASS", None: "-"}
+         Outcome.SKIPPED: "skipped", Outcome.XFAILED: "xfail", Outcome.XPASSED: "XPASS",
+         Outcome.QUARANTINED: "quarantined", None: "-"}
 
 
 def regression_line(res, case, kernel, outcome):
@@ -42,7 +43,8 @@ def text_table(res):
 def markdown_table(res, title="Kernel × case"):
     regs = {(c, k) for c, k, _ in res.regressions()}
     icons = {Outcome.PASSED: "✅", Outcome.FAILED: "❌", Outcome.ERROR: "💥", Outcome.SKIPPED: "⏭️",
-             Outcome.XFAILED: "🟡", Outcome.XPASSED: "⚠️", None: "—"}
+             Outcome.XFAILED: "🟡", Outcome.XPASSED: "⚠️",
+             Outcome.QUARANTINED: "🔒", None: "—"}
     out = [f"### {title}", ""]
     ndiff = sum(1 for c in res.cases if res.differs(c))
     out.append(f"{len(res.cases)} cases on {len(res.kernels)} kernels; {ndiff} differ; "

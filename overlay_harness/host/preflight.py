@@ -1,0 +1,109 @@
+"""What a run needs from this machine, checked before the first boot so that a missing
+piece is named with its fix instead of showing up midway as a boot error.
+
+The guest boots on the host's root filesystem (virtme-ng), so the tools the guest runs
+(sshd, python3, dmsetup, mkfs.xfs, the NFS server, ...) must be installed on the host.
+`python -m overlay_harness.preflight` prints the same list; setup.sh runs it last.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+from .vng import BootError, mem_available_bytes, size_bytes, vng_command
+
+# What the suite runs, where it runs it, and the Debian/Ubuntu package that has it.
+# (command, what needs it, Debian/Ubuntu package)
+COMMANDS = [
+    ("qemu-system-x86_64", "the host, to run the VM", "qemu-system-x86"),
+    ("sshd", "the guest (sshd is started in the guest only)", "openssh-server"),
+    ("python3", "the guest agent", "python3"),
+    ("modprobe", "the guest, to load modules", "kmod"),
+    ("losetup", "the guest's scratch devices", "util-linux"),
+    ("dmsetup", "the guest's fault-injecting devices", "dmsetup"),
+    ("mkfs.ext4", "ext4 upper filesystems", "e2fsprogs"),
+    ("mkfs.xfs", "xfs upper filesystems", "xfsprogs"),
+    ("mkfs.btrfs", "btrfs upper filesystems", "btrfs-progs"),
+    ("exportfs", "the NFS lower (cases marked nfs)", "nfs-kernel-server"),
+    ("rpc.nfsd", "the NFS lower (cases marked nfs)", "nfs-kernel-server"),
+    ("rpc.mountd", "the NFS lower (cases marked nfs)", "nfs-kernel-server"),
+    ("rpcbind", "the NFS lower (cases marked nfs)", "rpcbind"),
+]
+SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def os_release(path="/etc/os-release"):
+    """/etc/os-release as a dict ({} when there is none)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            out[key.strip()] = value.strip().strip('"').strip("'")
+    return out
+
+
+def distro_family(release):
+    """'debian', 'ubuntu' or None (another distribution), from os-release's ID and ID_LIKE."""
+    ids = [release.get("ID", "")] + release.get("ID_LIKE", "").split()
+    for family in ("ubuntu", "debian"):
+        if family in ids:
+            return family
+    return None
+
+
+def kernel_package(release):
+    """The package that installs a bootable distribution kernel, or None when unknown."""
+    return {"debian": "linux-image-amd64", "ubuntu": "linux-image-virtual"}.get(distro_family(release))
+
+
+def unreadable_image(image):
+    """The fix for a kernel image this user cannot read, or None when it is readable."""
+    if os.access(image, os.R_OK):
+        return None
+    return (f"{image} is not readable by this user (Ubuntu installs kernel images mode 0600): "
+            f"`sudo chmod 0644 {image}`, or for every future kernel too "
+            f"`sudo dpkg-statoverride --update --add root root 0644 {image}`")
+
+
+def problems(kernel_image=None, memory=None, path=None, release=None):
+    """Everything missing, one line each with its fix; [] when the machine is ready.
+
+    path: the directories searched for commands (default: $PATH plus the sbin directories);
+    release: os-release as a dict (default: this machine's)."""
+    release = os_release() if release is None else release
+    family = distro_family(release)
+    search = path if path is not None else os.pathsep.join([os.environ.get("PATH", ""), SBIN])
+    found = []
+    missing = [(cmd, why, pkg) for cmd, why, pkg in COMMANDS if not shutil.which(cmd, path=search)]
+    for cmd, why, pkg in missing:
+        fix = f"apt-get install {pkg}" if family else "install it with your distribution's packages"
+        found.append(f"{cmd} is missing (needed by {why}): {fix}")
+    try:
+        vng_command()
+    except BootError as e:
+        found.append(f"{e} (pip install virtme-ng)")
+    if family is None and missing:
+        name = release.get("PRETTY_NAME") or release.get("ID") or "this distribution"
+        found.append(f"{name} is not Debian or Ubuntu: setup.sh cannot install the above; "
+                     "install the commands named, then rerun")
+    if kernel_image is not None:
+        fix = unreadable_image(kernel_image)
+        if fix:
+            found.append(fix)
+    if memory is not None:
+        need, avail = size_bytes(memory), mem_available_bytes()
+        if avail is not None and need > avail:
+            found.append(f"the VM asks for {memory} of memory but only {avail / (1 << 30):.1f} GiB "
+                         "are available (use --vm-memory)")
+    return found
+
+
+def check(kernel_image=None, memory=None):
+    """Raise BootError naming every problem at once (before a boot)."""
+    found = problems(kernel_image, memory)
+    if found:
+        raise BootError("this machine cannot run the VM yet: " + "; ".join(found))
