@@ -51,7 +51,8 @@ def _phase_outcome(report):
     return Outcome.ERROR if report.failed else None
 
 
-def _message(report):
+def report_message(report):
+    """The one line that says why a report failed or was skipped."""
     if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
         return str(report.longrepr[2])
     crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
@@ -60,6 +61,18 @@ def _message(report):
     text = getattr(report, "longreprtext", "") or ""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:1000] if lines else ""
+
+
+def github_annotation(level, path, line, title, message):
+    """A GitHub Actions workflow command that annotates `path`:`line` with `message`
+    (`::error file=...,line=...,title=...::...`), its values escaped as the runner expects."""
+    def data(text):
+        return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def prop(text):
+        return data(text).replace(":", "%3A").replace(",", "%2C")
+    where = f"file={prop(path)}" + (f",line={int(line)}" if line else "")
+    return f"::{level} {where},title={prop(title)}::{data(message)}"
 
 
 class Results:
@@ -103,7 +116,7 @@ class Results:
         if outcome in (Outcome.XFAILED, Outcome.XPASSED, Outcome.QUARANTINED):
             rec["reason"] = str(getattr(report, "wasxfail", "") or rec.get("known_issue", ""))
         if outcome not in (Outcome.PASSED, Outcome.XPASSED):
-            rec["message"] = _message(report)
+            rec["message"] = report_message(report)
         for name in (PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE):
             if props.get(name):
                 rec[name] = props[name]

@@ -17,6 +17,7 @@ plugin/evidence.py.
 
 import datetime
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -25,7 +26,19 @@ import pytest
 
 from ..host import kernel as kernel_mod
 from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of
-from .model import PROP_CASE, PROP_CONSOLE, PROP_KERNEL, PROP_KNOWN, PROP_RELEASE, PROP_REPRODUCER, Results
+from .model import (
+    PROP_CASE,
+    PROP_CONSOLE,
+    PROP_INFRA,
+    PROP_KERNEL,
+    PROP_KNOWN,
+    PROP_QUARANTINE,
+    PROP_RELEASE,
+    PROP_REPRODUCER,
+    Results,
+    github_annotation,
+    report_message,
+)
 from .render import html_page, markdown_table, regression_line, text_table
 
 
@@ -116,11 +129,31 @@ class ReportPlugin:
         active = state is not None and state.active
         self.results = Results([_label(k) for k in state.kernels] if active else [])
         self.written = None
+        self.annotations = []  # GitHub Actions: a line per failed or quarantined case
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case
     def pytest_runtest_logreport(self, report):
         self.results.add(report)
         _junit_evidence(self.config, report)
+        self._annotate(report)
+
+    def _annotate(self, report):
+        """Under GitHub Actions (GITHUB_ACTIONS=true), a harness case's failure, error or
+        quarantine becomes an annotation on its file and line (printed at the end)."""
+        props = dict(report.user_properties)
+        if os.environ.get("GITHUB_ACTIONS") != "true" or PROP_CASE not in props:
+            return
+        if report.failed:
+            level, what = "error", ("harness error" if props.get(PROP_INFRA) else "failed")
+        elif props.get(PROP_QUARANTINE):
+            level, what = "warning", "quarantined"
+        else:
+            return
+        path, line, _ = report.location
+        message = report_message(report) or report.outcome
+        self.annotations.append(github_annotation(
+            level, path, None if line is None else line + 1,
+            f"{what} ({report.when}): {report.nodeid} on {props.get(PROP_KERNEL)}", message))
 
     def pytest_sessionfinish(self, session, exitstatus):
         res = self.results
@@ -153,6 +186,8 @@ class ReportPlugin:
         if self.written:
             tr.write_line(f"overlay-harness results: {self.written}/summary.json, "
                           f"{self.written}/report.html")
+        for line in self.annotations:
+            tr.write_line(line)
 
 
 def pytest_configure(config):
