@@ -50,7 +50,8 @@ def test_missing_commands_are_named_with_the_debian_package(tmp_path, monkeypatc
     monkeypatch.setattr(preflight, "vng_command", lambda: "/x/vng")
     path = fake_path(tmp_path, [c for c in ALL if c not in ("mkfs.xfs", "dmsetup")])
     found = preflight.problems(path=path, release=release(tmp_path, UBUNTU))
-    assert found == ["dmsetup is missing (needed by the guest's fault-injecting devices): apt-get install dmsetup",
+    assert found == ["dmsetup is missing (needed by the guest's fault-injecting devices): "
+                     "apt-get install dmsetup",
                      "mkfs.xfs is missing (needed by xfs upper filesystems): apt-get install xfsprogs"]
 
 
