@@ -147,8 +147,15 @@ def lower(guest):
 
 @pytest.fixture
 def make_overlay(guest, upper, lower):
-    """make_overlay(name="ovl", lowers=None, merged=None, **options): an Overlay on `upper`
-    (not mounted); overlays with the same name share upper and work dirs."""
+    """make_overlay(name="ovl", lowers=None, merged=None, **options): an Overlay on the
+    case's `upper` filesystem, not mounted yet, over `lower` unless `lowers` names other
+    lower directories (top first); `merged` defaults to `<scratch>/<name>.merged`.
+
+    Its upper and work directories are `<name>/upper` and `<name>/work` on `upper`, so
+    overlays made without distinct names share one upper directory and one work directory
+    (what the shared-upper cases want). Give each overlay its own `name=` to put it on a
+    separate upper directory of the same upper filesystem. `options` reach the kernel as
+    they are: volatile=True, metacopy="on", index="on", ..."""
     def make(name="ovl", lowers=None, merged=None, **options):
         return Overlay(guest, name, lowers or [lower], upper, merged=merged, **options)
     return make

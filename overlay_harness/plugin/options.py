@@ -105,17 +105,20 @@ def given(config):
     return found
 
 
+MARKERS = [
+    ("volatile", "overlay volatile mounts"), ("errseq", "writeback error sequence semantics"),
+    ("syncfs", "syncfs error reporting"), ("shared_upper", "several overlays on one upper fs"),
+    ("metacopy", "metadata-only copy-up"), ("lower_changes", "lower layers changed while mounted"),
+    ("nfs", "NFS lower layers"), ("vm", "boots a VM"),
+    ("fresh_vm", "the case needs a kernel no other case has touched (module state, "
+     "a clean log): the VM is rebooted before it unless it is fresh already"),
+    ("upper_fs(*kinds)", "upper filesystems the case supports (default: ext4)"),
+    ("known_issue(reason, since=None, fixed=None, commit=None, upper_fs=None)",
+     "the kernel disagrees with the documented behaviour the case asserts: a strict xfail "
+     "on kernels in [since, fixed) (and only on the listed upper filesystems)"),
+]
+
+
 def pytest_configure(config):
-    for name, doc in [
-        ("volatile", "overlay volatile mounts"), ("errseq", "writeback error sequence semantics"),
-        ("syncfs", "syncfs error reporting"), ("shared_upper", "several overlays on one upper fs"),
-        ("metacopy", "metadata-only copy-up"), ("lower_changes", "lower layers changed while mounted"),
-        ("nfs", "NFS lower layers"), ("vm", "boots a VM"),
-        ("fresh_vm", "the case needs a kernel no other case has touched (module state, "
-         "a clean log): the VM is rebooted before it unless it is fresh already"),
-        ("upper_fs(*kinds)", "upper filesystems the case supports (default: ext4)"),
-        ("known_issue(reason, since=None, fixed=None, commit=None, upper_fs=None)",
-         "the kernel disagrees with the documented behaviour the case asserts: a strict xfail "
-         "on kernels in [since, fixed) (and only on the listed upper filesystems)"),
-    ]:
+    for name, doc in MARKERS:
         config.addinivalue_line("markers", f"{name}: {doc}")
