@@ -33,7 +33,7 @@ ALL = [cmd for cmd, _, _ in preflight.COMMANDS]
 
 
 @pytest.mark.parametrize(("text", "family", "package"), [
-    (DEBIAN, "debian", "linux-image-amd64"), (UBUNTU, "ubuntu", "linux-image-virtual"),
+    (DEBIAN, "debian", "linux-image-amd64"), (UBUNTU, "ubuntu", "linux-image-generic"),
     (FEDORA, None, None), ("", None, None)])
 def test_distribution_and_its_kernel_package(tmp_path, text, family, package):
     rel = release(tmp_path, text)
@@ -97,4 +97,12 @@ def test_the_tool_exits_1_and_names_the_kernel_package(tmp_path, monkeypatch, ca
     monkeypatch.setattr(preflight, "problems", lambda *a, **k: [])
     assert tool.main([]) == 1
     err = capsys.readouterr().err
-    assert "no kernel under" in err and "(apt-get install linux-image-virtual)" in err
+    assert "no kernel under" in err and "(apt-get install linux-image-generic)" in err
+
+
+def test_setup_sh_installs_the_same_kernel_packages(tmp_path):
+    """setup.sh (bash, before any Python is installed) and preflight name the same package."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "setup.sh").read_text()
+    for os_release in (DEBIAN, UBUNTU):
+        assert f"KERNEL_PACKAGE={preflight.kernel_package(release(tmp_path, os_release))} " in text

@@ -57,7 +57,7 @@ def distro_family(release):
 
 def kernel_package(release):
     """The package that installs a bootable distribution kernel, or None when unknown."""
-    return {"debian": "linux-image-amd64", "ubuntu": "linux-image-virtual"}.get(distro_family(release))
+    return {"debian": "linux-image-amd64", "ubuntu": "linux-image-generic"}.get(distro_family(release))
 
 
 def unreadable_image(image):
