@@ -2,6 +2,7 @@
 built from this checkout holds the splat policy, the config fragment, the guest-side
 scripts and the pytest11 entry points (no VM; builds offline with the installed setuptools)."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,9 +21,14 @@ def build_wheel(out):
         import setuptools
         if tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (70, 1):
             pytest.skip("building a wheel needs the `wheel` package here (pip install -e '.[dev]')")
+    # From a copy: an in-tree build would reuse the checkout's build/ (and its stale files).
+    src = Path(out) / "src"
+    top = {".git", ".venv", "build", "results", ".kernels"}  # the checkout's own, at its top only
+    shutil.copytree(ROOT, src, ignore=lambda d, names: [
+        n for n in names if (Path(d) == ROOT and n in top) or n == "__pycache__" or n.endswith(".egg-info")])
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                        "--no-index", "-q", "-w", str(out), str(ROOT)],
-                       capture_output=True, text=True, timeout=300, check=False)
+                        "--no-index", "-q", "-w", str(out), str(src)],
+                       capture_output=True, text=True, timeout=300, check=False, cwd=out)
     if p.returncode != 0:
         pytest.fail(f"pip wheel failed:\n{p.stdout}\n{p.stderr}")
     return next(Path(out).glob("overlay_harness-*.whl"))
