@@ -31,9 +31,7 @@ def check_kernel_log(case, policy):
     return splat.excerpt(recs, found) if found else None
 
 
-# trylast: the innermost wrapper, so that the quarantine and pytest-rerunfailures see the
-# outcome this one decides (a splat fails a case that raised nothing).
-@pytest.hookimpl(hookwrapper=True, trylast=True)
+@pytest.hookimpl(hookwrapper=True)  # outside pytest's xfail handling: a splat is no xfail
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()

@@ -129,7 +129,7 @@ def pytest_configure(config):
         config.pluginmanager.register(Expiry(config), "overlay-harness-quarantine")
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # the outermost: sees the splat check's verdict
 def pytest_runtest_makereport(item, call):
     """A failed case (not a harness error) that an entry in force covers on this kernel
     is quarantined: reported apart, not failing the run."""

@@ -285,7 +285,10 @@ def pytest_collection_modifyitems(session, config, items):
         return
     for item in harness:
         if item.get_closest_marker("flaky") is None:
-            item.add_marker(pytest.mark.flaky(reruns=reruns, only_rerun=[HarnessError]))
+            # only_rerun: the exception must be a HarnessError; condition: a failure without
+            # one (a splat found in the kernel log, whatever order the hooks ran in) is final.
+            item.add_marker(pytest.mark.flaky(reruns=reruns, only_rerun=[HarnessError],
+                                              condition=_harness_broke))
 
 
 def uses_harness(item, names=HARNESS_FIXTURES):
@@ -308,6 +311,10 @@ def kernel_of(item):
         return callspec.params["kernel"]
     state = item.config.stash.get(STATE_KEY, None)
     return state.kernels[0] if state is not None and state.kernels else None
+
+
+def _harness_broke(error):
+    return isinstance(error, HarnessError)
 
 
 def _global_reruns(config):
