@@ -5,6 +5,7 @@ use the real `kernel` fixture on a fake bzImage with --accel tcg, so nothing boo
 
 import datetime
 import json
+from pathlib import Path
 
 import pytest
 from test_report import bzimage
@@ -226,3 +227,19 @@ def test_failures_become_github_annotations(pytester, image, monkeypatch):
     assert "::error" not in result.stdout.str().split("test_flaky on")[-1]  # nothing for test_fine
     monkeypatch.delenv("GITHUB_ACTIONS")
     assert "::error" not in pytester.runpytest(*PLUGINS, f"--kernel={image}", "--accel", "tcg").stdout.str()
+
+
+def test_under_xdist_a_passive_controller_prints_what_its_workers_found(pytester, monkeypatch):
+    """No option given: the controller collects nothing and stays passive; the worker whose
+    test used `kernel` resolved it, and its header lines are printed at the end."""
+    pytest.importorskip("xdist")
+    if not kernel_mod.installed():
+        pytest.skip("no kernel under /boot to be the default")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))  # this checkout
+    pytester.makepyfile(test_k=KERNEL_TEST)
+    result = pytester.runpytest_subprocess(*PLUGINS, "-n", "1")
+    assert result.ret == 0
+    out = result.stdout.str()
+    head, _, tail = out.partition("=== overlay-harness ===")
+    assert "kernel:" not in head
+    assert f"kernel: {kernel_mod.installed()[0].release} " in tail
