@@ -32,6 +32,7 @@ def image(pytester):
 
 def test_passive_without_its_fixtures_or_options(pytester, no_boot_kernel):
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    (pytester.path / "quarantine.toml").write_text("[tool]\nsomething = 'else'\n")  # not ours to read
     result = pytester.runpytest(*PLUGINS)
     assert result.ret == 0
     out = result.stdout.str()
@@ -197,7 +198,7 @@ def test_an_expired_quarantine_fails_the_run(pytester, image):
     result = pytester.runpytest(*PLUGINS, f"--kernel={image}", "--accel", "tcg",
                                 "--quarantine", str(pytester.path / "q.toml"), "-k", "fine")
     assert result.ret == 1
-    assert "EXPIRED quarantine of test_q.py::test_fine" in result.stdout.str()
+    assert "EXPIRED quarantine of test_q.py::test_fine: fails one run in twenty" in result.stdout.str()
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -207,10 +208,10 @@ def test_an_expired_quarantine_fails_the_run(pytester, image):
     ('[[quarantine]]\ncase = "t.py::t"\nreason = "r"\nlink = "l"\nexpires = 2030-01-01\nowner = "x"\n',
      "unknown keys owner"),
 ])
-def test_a_bad_quarantine_file_is_one_usage_error(pytester, body, message):
+def test_a_bad_quarantine_file_is_one_usage_error(pytester, image, body, message):
     (pytester.path / "quarantine.toml").write_text(body)
-    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
-    result = pytester.runpytest(*PLUGINS)
+    pytester.makepyfile(test_k=KERNEL_TEST)
+    result = pytester.runpytest(*PLUGINS, f"--kernel={image}", "--accel", "tcg")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
 

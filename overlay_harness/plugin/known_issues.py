@@ -27,9 +27,10 @@ import pytest
 from ..host.agent_client import HarnessError
 from ..host.kernel import version as kernel_version
 from .options import setting
-from .session import infra_error, kernel_of
+from .session import infra_error, kernel_of, state_of, uses_harness
 
 PROP_QUARANTINE = "quarantine"
+PROP_EXPIRED = "quarantine_expired"  # an entry past its date names this case
 QUARANTINE_FILE = "quarantine.toml"
 
 
@@ -75,6 +76,7 @@ class Quarantine:
         return self.names(nodeid) and today <= self.expires and in_range(release, self.since, self.fixed)
 
     def describe(self):
+        """Reason, link, expiry date and kernel range, in words."""
         span = f"; kernels {self.since or 'any'} to {'before ' + self.fixed if self.fixed else 'now'}" if (
             self.since or self.fixed) else ""
         return f"{self.reason} ({self.link}; until {self.expires.isoformat()}{span})"
@@ -123,10 +125,20 @@ def quarantine_of(config):
     return entries
 
 
+@pytest.hookimpl(trylast=True)  # after session.py's, which decides whether the run is active
 def pytest_configure(config):
-    quarantine_of(config)  # a bad file is one usage error at start-up
+    if state_of(config).active:
+        quarantine_of(config)  # a bad file is one usage error at start-up
     if not hasattr(config, "workerinput"):  # the controller (or the only process) reports
         config.pluginmanager.register(Expiry(config), "overlay-harness-quarantine")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Read only in a run that uses the harness (a passive plugin leaves another project's
+    quarantine.toml alone); a bad file is one usage error before any test runs."""
+    if any(uses_harness(i) for i in items):
+        quarantine_of(config)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # the outermost: sees the splat check's verdict
@@ -135,14 +147,18 @@ def pytest_runtest_makereport(item, call):
     is quarantined: reported apart, not failing the run."""
     outcome = yield
     rep = outcome.get_result()
-    harness_broke = call.excinfo is not None and isinstance(call.excinfo.value, HarnessError)
-    if rep.when != "call" or not rep.failed or harness_broke or infra_error(rep) or hasattr(rep, "wasxfail"):
-        return
-    kernel = kernel_of(item)
+    kernel = kernel_of(item) if rep.when == "call" else None
     if kernel is None:
         return
     today = datetime.date.today()
-    for entry in quarantine_of(item.config):
+    entries = quarantine_of(item.config)
+    for entry in entries:
+        if entry.expires < today and entry.names(item.nodeid):
+            rep.user_properties.append((PROP_EXPIRED, f"{entry.case}: {entry.describe()}"))
+    harness_broke = call.excinfo is not None and isinstance(call.excinfo.value, HarnessError)
+    if not rep.failed or harness_broke or infra_error(rep) or hasattr(rep, "wasxfail"):
+        return
+    for entry in entries:
         if entry.covers(item.nodeid, kernel.release, today):
             rep.outcome = "skipped"
             rep.wasxfail = f"quarantined: {entry.describe()}"
@@ -151,17 +167,17 @@ def pytest_runtest_makereport(item, call):
 
 
 class Expiry:
-    """In the process that reports: quarantine entries past their date whose case ran."""
+    """In the process that reports: quarantine entries past their date whose case ran (the
+    `quarantine_expired` property, set where the case ran)."""
 
     def __init__(self, config):
         self.config = config
-        self.expired = {}  # entry -> a node id it names
+        self.expired = {}  # entry's description -> a node id it names
 
     def pytest_runtest_logreport(self, report):
-        today = datetime.date.today()
-        for entry in quarantine_of(self.config):
-            if entry.expires < today and entry.names(report.nodeid):
-                self.expired.setdefault(entry, report.nodeid)
+        for name, value in report.user_properties:
+            if name == PROP_EXPIRED:
+                self.expired.setdefault(value, report.nodeid)
 
     def pytest_sessionfinish(self, session):
         if self.expired and session.exitstatus == pytest.ExitCode.OK:
@@ -178,9 +194,8 @@ class Expiry:
             tr.write_sep("=", f"{len(self.expired)} expired quarantine entr"
                               f"{'y' if len(self.expired) == 1 else 'ies'}", red=True, bold=True)
             for entry, nodeid in self.expired.items():
-                tr.write_line(f"EXPIRED quarantine of {entry.case} (ran as {nodeid}) on "
-                              f"{entry.expires.isoformat()}: {entry.reason} ({entry.link}); "
-                              "remove the entry or renew it", red=True)
+                tr.write_line(f"EXPIRED quarantine of {entry} (ran as {nodeid}): remove the entry "
+                              "or renew it", red=True)
 
 
 def pytest_report_teststatus(report, config):
