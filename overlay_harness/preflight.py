@@ -23,13 +23,14 @@ def main(argv=None):
     except kernel_mod.KernelError as e:
         kernel = None
         package = preflight.kernel_package(preflight.os_release())
-        found.append(f"{e}" + (f" (apt-get install {package})" if package else ""))
+        found.append(preflight.Problem(f"{e}" + (f" (apt-get install {package})" if package else "")))
     found += preflight.problems(kernel.image if kernel else None)
-    for line in found:
-        print(f"preflight: {line}", file=sys.stderr)
-    if not found:
+    for problem in found:
+        print(f"preflight: {problem}", file=sys.stderr)
+    blocking = any(p.blocking for p in found)
+    if not blocking:
         print(f"preflight: ready (kernel {kernel.release})")
-    return 1 if found else 0
+    return 1 if blocking else 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,11 @@ def release(tmp_path, text):
     return preflight.os_release(path)
 
 
-ALL = [cmd for cmd, _, _ in preflight.COMMANDS]
+ALL = [cmd for cmd, *_ in preflight.COMMANDS]
+
+
+def texts(found):
+    return [str(p) for p in found]
 
 
 @pytest.mark.parametrize(("text", "family", "package"), [
@@ -50,9 +54,11 @@ def test_missing_commands_are_named_with_the_debian_package(tmp_path, monkeypatc
     monkeypatch.setattr(preflight, "vng_command", lambda: "/x/vng")
     path = fake_path(tmp_path, [c for c in ALL if c not in ("mkfs.xfs", "dmsetup")])
     found = preflight.problems(path=path, release=release(tmp_path, UBUNTU))
-    assert found == ["dmsetup is missing (needed by the guest's fault-injecting devices): "
-                     "apt-get install dmsetup",
-                     "mkfs.xfs is missing (needed by xfs upper filesystems): apt-get install xfsprogs"]
+    assert texts(found) == ["dmsetup is missing (needed by the guest's fault-injecting devices): "
+                            "apt-get install dmsetup",
+                            "mkfs.xfs is missing (needed by xfs upper filesystems): apt-get install xfsprogs "
+                            "(only the cases that need it fail)"]
+    assert [p.blocking for p in found] == [True, False]
 
 
 def test_another_distribution_gets_the_commands_and_no_apt(tmp_path, monkeypatch):
@@ -60,8 +66,8 @@ def test_another_distribution_gets_the_commands_and_no_apt(tmp_path, monkeypatch
     found = preflight.problems(path=fake_path(tmp_path, [c for c in ALL if c != "qemu-system-x86_64"]),
                                release=release(tmp_path, FEDORA))
     assert len(found) == 2
-    assert found[0].startswith("qemu-system-x86_64 is missing") and "apt-get" not in found[0]
-    assert "Fedora Linux 41 is not Debian or Ubuntu" in found[1]
+    assert found[0].text.startswith("qemu-system-x86_64 is missing") and "apt-get" not in found[0].text
+    assert "Fedora Linux 41 is not Debian or Ubuntu" in found[1].text
 
 
 def test_an_unreadable_kernel_image_is_named_with_the_fix(tmp_path, monkeypatch):
@@ -70,22 +76,26 @@ def test_an_unreadable_kernel_image_is_named_with_the_fix(tmp_path, monkeypatch)
     image.write_bytes(b"x")
     monkeypatch.setattr(os, "access", lambda p, mode: not (str(p) == str(image) and mode == os.R_OK))
     found = preflight.problems(image, path=fake_path(tmp_path, ALL), release=release(tmp_path, UBUNTU))
-    assert len(found) == 1
-    assert f"{image} is not readable by this user" in found[0]
-    assert f"sudo chmod 0644 {image}" in found[0] and "dpkg-statoverride" in found[0]
+    assert len(found) == 1 and found[0].blocking
+    assert f"{image} is not readable by this user" in found[0].text
+    assert f"sudo chmod 0644 {image}" in found[0].text and "dpkg-statoverride" in found[0].text
 
 
 def test_too_little_memory_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(preflight, "vng_command", lambda: "/x/vng")
     monkeypatch.setattr(preflight, "mem_available_bytes", lambda: 1 << 30)
     found = preflight.problems(memory="2G", path=fake_path(tmp_path, ALL), release={"ID": "debian"})
-    assert found == ["the VM asks for 2G of memory but only 1.0 GiB are available (use --vm-memory)"]
+    assert texts(found) == ["the VM asks for 2G of memory but only 1.0 GiB are available (use --vm-memory)"]
 
 
-def test_check_raises_one_boot_error_with_everything(tmp_path, monkeypatch):
-    monkeypatch.setattr(preflight, "problems", lambda *a, **k: ["a is missing", "b is missing"])
-    with pytest.raises(preflight.BootError, match="cannot run the VM yet: a is missing; b is missing"):
+def test_check_raises_one_boot_error_with_everything_that_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(preflight, "problems", lambda *a, **k: [
+        preflight.Problem("a is missing"), preflight.Problem("x is missing", blocking=False),
+        preflight.Problem("b is missing")])
+    with pytest.raises(preflight.BootError, match="cannot run the VM yet: a is missing; b is missing$"):
         preflight.check()
+    monkeypatch.setattr(preflight, "problems", lambda *a, **k: [preflight.Problem("x", blocking=False)])
+    preflight.check()  # nothing that blocks a boot
 
 
 def test_the_tool_exits_1_and_names_the_kernel_package(tmp_path, monkeypatch, capsys):

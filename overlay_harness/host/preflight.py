@@ -8,27 +8,38 @@ The guest boots on the host's root filesystem (virtme-ng), so the tools the gues
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from .vng import BootError, mem_available_bytes, size_bytes, vng_command
 
-# What the suite runs, where it runs it, and the Debian/Ubuntu package that has it.
-# (command, what needs it, Debian/Ubuntu package)
+# What the suite runs, where it runs it, the Debian/Ubuntu package that has it, and whether
+# no VM can work without it (the others fail only the cases that use them).
+# (command, what needs it, Debian/Ubuntu package, blocking)
 COMMANDS = [
-    ("qemu-system-x86_64", "the host, to run the VM", "qemu-system-x86"),
-    ("sshd", "the guest (sshd is started in the guest only)", "openssh-server"),
-    ("python3", "the guest agent", "python3"),
-    ("modprobe", "the guest, to load modules", "kmod"),
-    ("losetup", "the guest's scratch devices", "util-linux"),
-    ("dmsetup", "the guest's fault-injecting devices", "dmsetup"),
-    ("mkfs.ext4", "ext4 upper filesystems", "e2fsprogs"),
-    ("mkfs.xfs", "xfs upper filesystems", "xfsprogs"),
-    ("mkfs.btrfs", "btrfs upper filesystems", "btrfs-progs"),
-    ("exportfs", "the NFS lower (cases marked nfs)", "nfs-kernel-server"),
-    ("rpc.nfsd", "the NFS lower (cases marked nfs)", "nfs-kernel-server"),
-    ("rpc.mountd", "the NFS lower (cases marked nfs)", "nfs-kernel-server"),
-    ("rpcbind", "the NFS lower (cases marked nfs)", "rpcbind"),
+    ("qemu-system-x86_64", "the host, to run the VM", "qemu-system-x86", True),
+    ("sshd", "the guest (sshd is started in the guest only)", "openssh-server", True),
+    ("python3", "the guest agent", "python3", True),
+    ("modprobe", "the guest, to load modules", "kmod", True),
+    ("losetup", "the guest's scratch devices", "util-linux", True),
+    ("dmsetup", "the guest's fault-injecting devices", "dmsetup", True),
+    ("mkfs.ext4", "ext4 upper filesystems", "e2fsprogs", True),
+    ("mkfs.xfs", "xfs upper filesystems", "xfsprogs", False),
+    ("mkfs.btrfs", "btrfs upper filesystems", "btrfs-progs", False),
+    ("exportfs", "the NFS lower (cases marked nfs)", "nfs-kernel-server", False),
+    ("rpc.nfsd", "the NFS lower (cases marked nfs)", "nfs-kernel-server", False),
+    ("rpc.mountd", "the NFS lower (cases marked nfs)", "nfs-kernel-server", False),
+    ("rpcbind", "the NFS lower (cases marked nfs)", "rpcbind", False),
 ]
+
+
+@dataclass(frozen=True)
+class Problem:
+    text: str               # what is missing, and the fix
+    blocking: bool = True   # no VM boots without it (else: only the cases that need it fail)
+
+    def __str__(self):
+        return self.text if self.blocking else f"{self.text} (only the cases that need it fail)"
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -70,7 +81,7 @@ def unreadable_image(image):
 
 
 def problems(kernel_image=None, memory=None, path=None, release=None):
-    """Everything missing, one line each with its fix; [] when the machine is ready.
+    """Everything missing, a Problem each with its fix; [] when the machine is ready.
 
     path: the directories searched for commands (default: $PATH plus the sbin directories);
     release: os-release as a dict (default: this machine's)."""
@@ -78,32 +89,33 @@ def problems(kernel_image=None, memory=None, path=None, release=None):
     family = distro_family(release)
     search = path if path is not None else os.pathsep.join([os.environ.get("PATH", ""), SBIN])
     found = []
-    missing = [(cmd, why, pkg) for cmd, why, pkg in COMMANDS if not shutil.which(cmd, path=search)]
-    for cmd, why, pkg in missing:
+    missing = [c for c in COMMANDS if not shutil.which(c[0], path=search)]
+    for cmd, why, pkg, blocking in missing:
         fix = f"apt-get install {pkg}" if family else "install it with your distribution's packages"
-        found.append(f"{cmd} is missing (needed by {why}): {fix}")
+        found.append(Problem(f"{cmd} is missing (needed by {why}): {fix}", blocking))
     try:
         vng_command()
     except BootError as e:
-        found.append(f"{e} (pip install virtme-ng)")
+        found.append(Problem(f"{e} (pip install virtme-ng)"))
     if family is None and missing:
         name = release.get("PRETTY_NAME") or release.get("ID") or "this distribution"
-        found.append(f"{name} is not Debian or Ubuntu: setup.sh cannot install the above; "
-                     "install the commands named, then rerun")
+        found.append(Problem(f"{name} is not Debian or Ubuntu: setup.sh cannot install the above; "
+                             "install the commands named, then rerun", blocking=False))
     if kernel_image is not None:
         fix = unreadable_image(kernel_image)
         if fix:
-            found.append(fix)
+            found.append(Problem(fix))
     if memory is not None:
         need, avail = size_bytes(memory), mem_available_bytes()
         if avail is not None and need > avail:
-            found.append(f"the VM asks for {memory} of memory but only {avail / (1 << 30):.1f} GiB "
-                         "are available (use --vm-memory)")
+            found.append(Problem(f"the VM asks for {memory} of memory but only "
+                                 f"{avail / (1 << 30):.1f} GiB are available (use --vm-memory)"))
     return found
 
 
 def check(kernel_image=None, memory=None):
-    """Raise BootError naming every problem at once (before a boot)."""
-    found = problems(kernel_image, memory)
+    """Raise BootError naming every problem that keeps a VM from working, at once (before
+    a boot); the others are in the header and in `python -m overlay_harness.preflight`."""
+    found = [p for p in problems(kernel_image, memory) if p.blocking]
     if found:
-        raise BootError("this machine cannot run the VM yet: " + "; ".join(found))
+        raise BootError("this machine cannot run the VM yet: " + "; ".join(map(str, found)))

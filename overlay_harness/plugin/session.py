@@ -260,7 +260,7 @@ def header_lines(state, resolve=True):
     if accel is not None:
         lines.append(f"accel: {accel.name} ({accel.reason})")
     lines.append(f"qemu: {qemu}; virtme-ng: {vng}; results: {state.run_dir}")
-    lines += [f"preflight: {p}" for p in preflight.problems(state.kernels[0].image)]
+    lines += [f"preflight: {p}" for p in preflight.problems(state.kernels[0].image)]  # all of them
     return lines
 
 
