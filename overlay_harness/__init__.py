@@ -8,15 +8,18 @@ in this list (tests/test_layers.py reads the import graph and fails on any other
                 from this package
   2 host/       the host's VM runtime: which kernel (kernel.py), KVM or TCG (accel.py),
                 starting vng under a reaper (vng.py, reaper.py), one VM (vm.py), the
-                agent's host end (agent_client.py), the kernel-log policy (splat.py)
+                agent's host end (agent_client.py), the kernel-log policy (splat.py),
+                what the machine lacks (preflight.py)
   3 library/    the case library: Guest (each agent call a method), scratch devices and
                 faults, overlays, the NFS lower, kernel features and `require`,
                 reproducers
   4 plugin/     the pytest layer: options, per-run and per-case state, fixtures, known
-                issues, a report's evidence (`-p overlay_harness.plugin`)
+                issues and the quarantine, a report's evidence (the `pytest11` entry point,
+                or `-p overlay_harness.plugin`)
   5 results/    outcomes as data, their renderings, and the recorder plugin that writes
                 summary.json and JUnit evidence (`-p overlay_harness.results.recorder`)
-  6 tools       fetch.py, report.py, bisect.py, catalogue.py: `python -m overlay_harness.TOOL`
+  6 tools       fetch.py, report.py, bisect.py, catalogue.py, preflight.py, apiref.py:
+                `python -m overlay_harness.TOOL`
 
 Cases import from this package only: `from overlay_harness import Overlay, require, ...`.
 The names below are loaded on first use, so `python -m overlay_harness.host.reaper`

@@ -252,3 +252,20 @@ def test_by_case_folds_parameters_and_lists_known_issues():
     assert "| `test_v.py::test_a` | passed (ext4); xfail (xfs) |" in text
     assert "| `test_v.py::test_b` | FAILED |" in text
     assert "- `test_v.py::test_a[xfs]`: known kernel issue: the overlay misses it" in text
+
+
+def test_report_html_gives_a_quarantined_case_its_evidence():
+    from overlay_harness.results.model import Results
+    from overlay_harness.results.render import html_page
+    summary = {"kernels": [{"label": "6.1"}], "results": [
+        {"case": "cases/test_v.py::test_a", "kernel": "6.1", "outcome": "passed"},
+        {"case": "cases/test_v.py::test_flaky", "kernel": "6.1", "outcome": "quarantined",
+         "message": "assert 5 == 0",
+         "quarantine": "fails under TCG (https://example.org/1; until 2027-01-31)",
+         "kernel_log": "[    1.000000] overlayfs: something"},
+    ]}
+    page = html_page(Results.from_summaries([summary]), {"run_id": "r"})
+    assert "Failed, errored, xpassed and quarantined: 1" in page
+    assert "class='evidence ev-quarantined'" in page
+    assert "quarantined, fails under TCG (https://example.org/1; until 2027-01-31)" in page
+    assert "overlayfs: something" in page

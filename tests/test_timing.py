@@ -35,7 +35,8 @@ def booted(kernel, request, monkeypatch):
     monkeypatch.setattr(fixtures, "prepare_guest", lambda vm: None)
     vm = FakeVM(kernel, state.accel)
     fixtures._boot(vm, state)
-    request.node.user_properties.append(("vm_boot_s", vm.timings["ready"]))  # as `guest` does
+    request.node.user_properties += [("vm_boot_s", vm.timings["ready"]),  # as `guest` does
+                                     ("vm_accel", vm.accel.name)]
     return vm
 
 

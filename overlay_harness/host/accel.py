@@ -144,18 +144,32 @@ def resolve(requested, kernel, reprobe=False):
         return Accel("kvm", "requested with --accel kvm")
     if not usable:
         return Accel("tcg", f"no usable KVM ({why})")
-    verdict = None if reprobe else cached_verdict()
-    if verdict is None:
-        print(f"overlay-harness: probing KVM with a short boot of {kernel.release} ...",
-              file=sys.stderr, flush=True)
-        works, reason, seconds = probe_kvm(kernel)
-        verdict = {"kvm": bool(works), "reason": reason, "seconds": round(seconds, 1),
-                   "kernel": kernel.release, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-        if works is not None:  # a probe that could not run says nothing about KVM
-            _store_verdict(verdict)
-        cached = ""
-    else:
-        cached = f" (cached {verdict['when']}; --accel-reprobe to redo)"
+    # One probe per host at a time: xdist workers that each resolve the accelerator wait
+    # here for the first one's verdict instead of probing side by side.
+    lock_path = _cache_file().with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        verdict = None if reprobe else cached_verdict()
+        if verdict is None:
+            print(f"overlay-harness: probing KVM with a short boot of {kernel.release} ...",
+                  file=sys.stderr, flush=True)
+            works, reason, seconds = probe_kvm(kernel)
+            verdict = {"kvm": bool(works), "reason": reason, "seconds": round(seconds, 1),
+                       "kernel": kernel.release, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+            if works is not None:  # a probe that could not run says nothing about KVM
+                _store_verdict(verdict)
+            cached = ""
+        else:
+            cached = f" (cached {verdict['when']}; --accel-reprobe to redo)"
     if verdict["kvm"]:
         return Accel("kvm", verdict["reason"] + cached)
     return Accel("tcg", f"fell back to TCG: {verdict['reason']}{cached}")
+
+
+def check_required(accel, wanted):
+    """Raise ValueError, with the reason, when `accel` is not the `wanted` one (None: any):
+    a CI run that must have KVM fails instead of running slowly under TCG."""
+    if wanted and accel.name != wanted:
+        raise ValueError(f"--require-accel {wanted}: this run would use {accel.name.upper()} "
+                         f"({accel.reason})")

@@ -1,6 +1,7 @@
 """Which kernel to boot: a bzImage path, a kernel build tree, an installed release, or a
 kernel fetched into the cache (overlay_harness/fetch.py); and what its config lacks."""
 
+import importlib.resources
 import json
 import os
 import re
@@ -10,7 +11,8 @@ from pathlib import Path
 
 BOOT_DIR = Path("/boot")
 MODULES_DIR = Path("/lib/modules")
-FRAGMENT = Path(__file__).with_name("overlay-harness.config")  # images/overlay-harness.config links here
+# The config fragment, shipped in the package (images/overlay-harness.config links here).
+FRAGMENT = importlib.resources.files(__package__).joinpath("overlay-harness.config")
 CACHE_ENV = "OVERLAY_HARNESS_KERNELS"
 CACHE_STAMP = "overlay-harness-fetch.json"   # written by overlay_harness.fetch into CACHE/<release>/
 
@@ -257,7 +259,7 @@ def fragment_features(fragment=None):
     """{feature: [CONFIG_..., ...]} from the "## feature: NAME" groups of the config
     fragment: the options each feature needs set (=y or =m). The "-" group is left out."""
     features, current = {}, None
-    for line in Path(fragment or FRAGMENT).read_text().splitlines():
+    for line in (Path(fragment) if fragment else FRAGMENT).read_text().splitlines():
         m = re.match(r"^##\s*feature:\s*(\S+)", line)
         if m:
             current = None if m.group(1) == "-" else m.group(1)

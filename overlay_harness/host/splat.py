@@ -1,12 +1,13 @@
 """Kernel splat detection: the guest's log since a case began, against overlay_harness/host/splats.toml."""
 
 import functools
+import importlib.resources
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-POLICY_FILE = Path(__file__).with_name("splats.toml")
+POLICY_FILE = importlib.resources.files(__package__).joinpath("splats.toml")  # shipped in the package
 KERN_ERR = 3
 
 # /proc/sys/kernel/tainted bits (Documentation/admin-guide/tainted-kernels.rst).
@@ -27,7 +28,7 @@ class Policy:
 
     @classmethod
     def load(cls, path=POLICY_FILE):
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads((Path(path) if isinstance(path, str) else path).read_text())
         deny = [Rule(d["name"], re.compile(d["pattern"])) for d in data.get("deny", [])]
         allow = []
         for a in data.get("allow", []):

@@ -16,9 +16,10 @@ from pathlib import Path
 import paramiko
 
 from ..in_guest import agent as agent_mod
-from . import splat
+from ..in_guest import script
+from . import preflight, splat
 from .agent_client import AgentClient, GuestLost, LineChannel
-from .vng import BootError, guest_python, preflight, spawn_vng, stop_supervised, vng_command
+from .vng import BootError, guest_python, spawn_vng, stop_supervised, vng_command
 
 AGENT_GUEST_PORT = 7519
 KERNEL_SILENT_S = 45.0
@@ -70,7 +71,7 @@ class VM:
 
     # -- start ---------------------------------------------------------------
     def command(self, port):
-        agent = (f"exec {guest_python()} -I -S {Path(agent_mod.__file__).resolve()} "
+        agent = (f"exec {guest_python()} -I -S {script('agent.py')} "
                  f"--listen 127.0.0.1:{AGENT_GUEST_PORT} --ensure-network")
         return [vng_command(), "--verbose", "--run", self.kernel.run_arg, *self.accel.vng_args(),
                 "--force-9p", "--memory", str(self.memory), "--cpus", str(self.cpus),
@@ -78,7 +79,7 @@ class VM:
                 *(["--append", " ".join(self.cmdline)] if self.cmdline else []), "--exec", agent]
 
     def start(self):
-        preflight(self.memory)
+        preflight.check(self.kernel.image, self.memory)
         self.workdir.mkdir(parents=True, exist_ok=True)
         home = self.workdir / "home"
         shutil.rmtree(home, ignore_errors=True)

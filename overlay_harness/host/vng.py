@@ -96,22 +96,3 @@ def size_bytes(text):
     if text and text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text) << 20  # QEMU's default unit is MiB
-
-
-def preflight(memory):
-    """Fail fast, with the fix, on what would otherwise become a slow or silent boot failure."""
-    problems = []
-    if not os.access("/usr/sbin/sshd", os.X_OK):
-        problems.append("/usr/sbin/sshd is missing: the guest runs on this machine's root "
-                        "filesystem and needs openssh-server installed (not running)")
-    guest_python()
-    if not shutil.which("qemu-system-x86_64"):
-        problems.append("qemu-system-x86_64 is missing (package qemu-system-x86)")
-    need = size_bytes(memory)
-    avail = mem_available_bytes()
-    if avail is not None and need > avail:
-        problems.append(f"the VM asks for {memory} of memory but only "
-                        f"{avail / (1 << 30):.1f} GiB are available (use --vm-memory)")
-    if problems:
-        hint = " (run ./setup.sh)" if any("missing" in p for p in problems) else ""
-        raise BootError("; ".join(problems) + hint)

@@ -8,12 +8,18 @@ site-packages, and the guest reads every import over 9p. The host runs them by p
     copyup_race.py  readers racing a metacopy data copy-up (test_metacopy.py)
 """
 
+import importlib.resources
 from pathlib import Path
 
 
 def script(name):
-    """The path of a guest-side script, for the host to start in the guest."""
-    path = Path(__file__).resolve().with_name(name)
+    """The path of a guest-side script, for the host to start in the guest (the package's
+    own file, found with importlib.resources: the guest reads it over 9p from the host's
+    root, so it must be a file on the host's filesystem, not inside a zip)."""
+    path = importlib.resources.files(__name__).joinpath(name)
+    if not isinstance(path, Path):
+        raise FileNotFoundError(f"guest-side script {name!r} is inside {path}: the guest reads it "
+                                "from the host's filesystem; install overlay-harness unzipped")
     if not path.is_file():
         raise FileNotFoundError(f"no guest-side script {name!r} in {path.parent}")
-    return path
+    return path.resolve()

@@ -98,12 +98,15 @@ class Agent:
 
     # -- calls ------------------------------------------------------------
     def op_ping(self):
+        """The agent's pid and the guest's release: {"pid": N, "release": "..."}."""
         return {"pid": os.getpid(), "release": os.uname().release}
 
     def op_uname(self):
+        """os.uname() as a list: [sysname, nodename, release, version, machine]."""
         return list(os.uname())
 
     def op_open(self, path, flags, mode=0o644, dir_fd=None):
+        """open(2) (openat(2) with dir_fd, an fd from open): the new fd, kept open across calls."""
         if dir_fd is not None:
             self.fd(dir_fd)
         fd = os.open(path, flags, mode, dir_fd=dir_fd)
@@ -111,11 +114,13 @@ class Agent:
         return fd
 
     def op_close(self, fd):
+        """close(2) of an fd opened through the agent: 0."""
         os.close(self.fd(fd))
         del self.fds[fd]
         return 0
 
     def op_close_all(self):
+        """Close every fd and mapping opened through the agent: the fds closed, sorted."""
         for m in self.maps.values():
             m.close()
         self.maps.clear()
@@ -129,35 +134,45 @@ class Agent:
         return closed
 
     def op_fds(self):
+        """The fds open through the agent: {"fd": path}."""
         return {str(fd): path for fd, path in self.fds.items()}
 
     def op_read(self, fd, count):
+        """read(2): the bytes read (b"" at the end of the file)."""
         return os.read(self.fd(fd), count)
 
     def op_pread(self, fd, count, offset):
+        """pread(2): the bytes read at offset."""
         return os.pread(self.fd(fd), count, offset)
 
     def op_write(self, fd, data):
+        """write(2): the number of bytes written."""
         return os.write(self.fd(fd), data)
 
     def op_pwrite(self, fd, data, offset):
+        """pwrite(2): the number of bytes written at offset."""
         return os.pwrite(self.fd(fd), data, offset)
 
     def op_lseek(self, fd, offset, whence=os.SEEK_SET):
+        """lseek(2): the new offset."""
         return os.lseek(self.fd(fd), offset, whence)
 
     def op_fsync(self, fd):
+        """fsync(2): 0 (the errno that writeback reports, e.g. EIO, otherwise)."""
         os.fsync(self.fd(fd))
         return 0
 
     def op_fdatasync(self, fd):
+        """fdatasync(2): 0."""
         os.fdatasync(self.fd(fd))
         return 0
 
     def op_syncfs(self, fd):
+        """syncfs(2) of the filesystem that holds fd: 0."""
         return _check(LIBC.syncfs(self.fd(fd)))
 
     def op_sync(self):
+        """sync(2): 0 (sync reports no errors)."""
         os.sync()
         return 0
 
@@ -190,108 +205,136 @@ class Agent:
         return 0
 
     def op_munmap(self, handle):
+        """Unmap a mapping made by mmap: 0."""
         self._map(handle).close()
         del self.maps[handle]
         return 0
 
     def op_ftruncate(self, fd, length):
+        """ftruncate(2): 0."""
         os.ftruncate(self.fd(fd), length)
         return 0
 
     def op_truncate(self, path, length):
+        """truncate(2): 0."""
         os.truncate(path, length)
         return 0
 
     def op_fallocate(self, fd, mode, offset, length):
+        """fallocate(2) with its mode flags: 0."""
         return _check(LIBC.fallocate(self.fd(fd), mode, offset, length))
 
     def op_stat(self, path):
+        """stat(2): a dict of st_* fields (st_mode, st_ino, st_dev, st_nlink, st_size, st_blocks, ...)."""
         return stat_dict(os.stat(path))
 
     def op_lstat(self, path):
+        """lstat(2): the same dict as stat, for the link itself."""
         return stat_dict(os.lstat(path))
 
     def op_fstat(self, fd):
+        """fstat(2): the same dict as stat."""
         return stat_dict(os.fstat(self.fd(fd)))
 
     def op_getxattr(self, path, name, follow=True):
+        """getxattr(2) (lgetxattr with follow=False): the value, bytes."""
         return os.getxattr(path, name, follow_symlinks=follow)
 
     def op_setxattr(self, path, name, value, flags=0, follow=True):
+        """setxattr(2) (lsetxattr with follow=False): 0."""
         os.setxattr(path, name, value, flags, follow_symlinks=follow)
         return 0
 
     def op_listxattr(self, path, follow=True):
+        """listxattr(2): the names, sorted."""
         return sorted(os.listxattr(path, follow_symlinks=follow))
 
     def op_removexattr(self, path, name, follow=True):
+        """removexattr(2): 0."""
         os.removexattr(path, name, follow_symlinks=follow)
         return 0
 
     def op_mount(self, source, target, fstype, flags=0, data=None):
+        """mount(2) as the kernel gets it (data unaltered): 0."""
         return _check(LIBC.mount(_b(source), _b(target), _b(fstype), flags, _b(data)))
 
     def op_umount2(self, target, flags=0):
+        """umount2(2) with flags (2: MNT_DETACH): 0."""
         return _check(LIBC.umount2(_b(target), flags))
 
     def op_rename(self, src, dst):
+        """rename(2): 0."""
         os.rename(src, dst)
         return 0
 
     def op_unlink(self, path):
+        """unlink(2): 0."""
         os.unlink(path)
         return 0
 
     def op_mkdir(self, path, mode=0o755):
+        """mkdir(2): 0."""
         os.mkdir(path, mode)
         return 0
 
     def op_makedirs(self, path, mode=0o755):
+        """mkdir -p: 0."""
         os.makedirs(path, mode, exist_ok=True)
         return 0
 
     def op_rmdir(self, path):
+        """rmdir(2): 0."""
         os.rmdir(path)
         return 0
 
     def op_link(self, src, dst):
+        """link(2): 0."""
         os.link(src, dst)
         return 0
 
     def op_symlink(self, target, path):
+        """symlink(2) at path pointing to target: 0."""
         os.symlink(target, path)
         return 0
 
     def op_readlink(self, path):
+        """readlink(2): the target."""
         return os.readlink(path)
 
     def op_chown(self, path, uid, gid, follow=True):
+        """chown(2) (lchown with follow=False): 0."""
         os.chown(path, uid, gid, follow_symlinks=follow)
         return 0
 
     def op_chmod(self, path, mode):
+        """chmod(2): 0."""
         os.chmod(path, mode)
         return 0
 
     def op_utime(self, path, ns=None):
+        """utimensat(2) with ns = [atime_ns, mtime_ns] (None: now): 0."""
         os.utime(path, ns=tuple(ns) if ns is not None else None)
         return 0
 
     def op_listdir(self, path_or_fd):
+        """The names in a directory (by path, or by an fd: read from its start), sorted."""
         if isinstance(path_or_fd, int):
             # os.listdir(fd) leaves the fd's offset at the end: rewind first.
             os.lseek(self.fd(path_or_fd), 0, os.SEEK_SET)
         return sorted(os.listdir(path_or_fd))
 
     def op_chdir(self, path):
+        """chdir(2) of the agent: 0."""
         os.chdir(path)
         return 0
 
     def op_fchdir(self, fd):
+        """fchdir(2) of the agent: 0."""
         os.fchdir(self.fd(fd))
         return 0
 
     def op_getcwd(self):
+        """getcwd(3): the agent's working directory."""
         return os.getcwd()
 
     def op_mincore(self, path):
@@ -412,6 +455,7 @@ class Agent:
                 time.sleep(0.05)
 
     def op_run(self, argv, timeout=60, input=None, env=None):
+        """Run argv (a list) in the guest: {"rc", "stdout", "stderr"} ("timed_out" after timeout s)."""
         import subprocess
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise ProtocolError("run: argv must be a list of strings")
@@ -427,10 +471,12 @@ class Agent:
                 "stderr": p.stderr.decode(errors="replace")}
 
     def op_read_file(self, path, limit=-1):
+        """The bytes of a file (up to limit)."""
         with open(path, "rb") as f:
             return f.read(limit)
 
     def op_write_file(self, path, data):
+        """Write data to a file (created or truncated): the number of bytes written."""
         with open(path, "wb", buffering=0) as f:
             return f.write(data)
 

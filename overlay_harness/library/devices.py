@@ -38,6 +38,10 @@ class Window:
 
 
 class ScratchDevice:
+    """A dm device in the guest whose table a case switches at any time: healthy (linear),
+    error, flakey, or targeted at files' data; `failing()` / `faulty()` are error windows.
+    faults=False (--without-faults): faulty tables are not loaded."""
+
     def __init__(self, guest, name, size_mb=512, backing_dir=None, faults=True):
         self.guest = guest
         self.faults = faults  # False: faulty tables are not loaded (to check that cases can fail)
@@ -51,6 +55,8 @@ class ScratchDevice:
         self._heal_queued = False
 
     def create(self):
+        """Make the device: a sparse file on the scratch tmpfs, a loop device, a linear
+        dm device (`.path`: /dev/dm-N); removed at the end of the case."""
         g = self.guest
         fd = g.must.open(self.backing, 0o100 | 0o1, 0o600)  # O_CREAT | O_WRONLY
         g.must.ftruncate(fd, self.size_bytes)                 # sparse
@@ -99,9 +105,11 @@ class ScratchDevice:
             self.linear()
 
     def linear(self):
+        """The healthy table: every sector maps to the loop device."""
         self.load(self._linear_table(), "linear")
 
     def error(self):
+        """dm-error over the whole device: every read and write fails with EIO."""
         self.load(f"0 {self.sectors} error", "error")
 
     def flakey(self, up=0, down=1, feature=None):
@@ -207,20 +215,24 @@ class Filesystem:
         self.mnt = mountpoint
 
     def create(self):
+        """mkfs on the device, then mount it at the mountpoint (unmounted at the end of the case)."""
         self.guest.run([*self.mkfs, self.dev.path], timeout=120)
         self.guest.must.mkdir(self.mnt)
         self.mount()
         return self
 
     def mount(self):
+        """Mount it (again) at the mountpoint."""
         self.guest.must.mount(self.dev.path, self.mnt, self.fstype, 0, self.data or None)
         self.guest.defer(self.umount)
 
     def umount(self):
+        """Unmount it when it is mounted."""
         if self.mnt in self.guest.mounts():
             self.guest.must.umount2(self.mnt, 0)
 
     def path(self, rel=""):
+        """The path of `rel` on this filesystem."""
         return f"{self.mnt}/{rel}" if rel else self.mnt
 
     def open_root(self):
@@ -240,5 +252,6 @@ class LowerFs:
             guest.must.sync()
 
     def path(self, rel=""):
+        """The path of `rel` in the lower directory."""
         return f"{self.dir}/{rel}" if rel else self.dir
 

@@ -104,6 +104,7 @@ class Guest:
         self._deferred = []
 
     def call(self, op, *args, _timeout=None, **kwargs):
+        """Make agent call `op` (what every call method does), logged for the reproducer."""
         entry = Call(op, args, kwargs)
         self.log.append(entry)
         start = time.monotonic()
@@ -163,7 +164,7 @@ def _make_method(op, fn):
         return self.call(op, *args, **kwargs)
 
     method.__name__ = op
-    method.__doc__ = (f"Agent call {op!r}: returns the result or an Errno "
+    method.__doc__ = (f"{inspect.getdoc(fn)} An Errno when the kernel refuses it "
                       f"(in_guest/agent.py Agent.op_{op}).")
     method.__signature__ = inspect.signature(fn)  # help(guest.pwrite): (self, fd, data, offset)
     return method

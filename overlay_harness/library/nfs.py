@@ -52,6 +52,8 @@ class NfsLower:
                               check=check)
 
     def start(self):
+        """Start the server in its namespace and mount the export in the guest (stopped
+        at the end of the case); returns self."""
         g = self.guest
         make_tree(g, self.export, self.tree)
         g.must.makedirs(os.path.dirname(self.ns))

@@ -32,9 +32,11 @@ class Overlay:
 
     @property
     def xattr_prefix(self):
+        """The overlay xattrs' prefix: user.overlay. with userxattr, else trusted.overlay."""
         return "user.overlay." if self.options.get("userxattr") else "trusted.overlay."
 
     def mount_data(self):
+        """The mount(2) data string: lowerdir=..., upperdir=..., workdir=..., then the options."""
         parts = [f"lowerdir={':'.join(self.lowers)}"]
         if self.upper:
             parts += [f"upperdir={self.upper}", f"workdir={self.work}"]
@@ -76,6 +78,7 @@ class Overlay:
         return self.guest.mount("overlay", self.merged, "overlay", MS_REMOUNT | flags, data)
 
     def umount(self):
+        """umount2(2) of the merged directory: 0 or the Errno."""
         result = self.guest.umount2(self.merged, 0)
         if result == 0:
             self.mounted = False
@@ -90,12 +93,15 @@ class Overlay:
 
     # -- paths -----------------------------------------------------------------
     def path(self, rel=""):
+        """The path of `rel` in the merged (overlay) tree."""
         return f"{self.merged}/{rel}" if rel else self.merged
 
     def upper_path(self, rel=""):
+        """The path of `rel` in this overlay's upper directory (`<upper>/<name>/upper`)."""
         return f"{self.upper}/{rel}" if rel else self.upper
 
     def lower_path(self, rel="", index=0):
+        """The path of `rel` in lower directory `index` (0: the top one)."""
         return f"{self.lowers[index]}/{rel}" if rel else self.lowers[index]
 
     @property
@@ -104,6 +110,7 @@ class Overlay:
         return f"{self.work}/work/incompat/volatile"
 
     def clear_volatile_incompat(self):
+        """Remove the volatile marker a volatile mount left, so that the upper mounts again."""
         self.guest.run(["rm", "-rf", self.volatile_dir])
 
     def upper_xattrs(self, rel):

@@ -7,7 +7,8 @@ Load it with `-p overlay_harness.plugin` (conftest.py does); its parts:
     session.py       HarnessState (kernels, accelerator, run directory, VMs), the stash
                      keys, the report header, parametrisation, end of session
     fixtures.py      kernel, vm, guest, upper, lower, make_overlay
-    known_issues.py  known_issue markers -> strict xfails on the kernels in range
+    known_issues.py  known_issue markers -> strict xfails on the kernels in range;
+                     the quarantine file (flaky cases parked, with an expiry date)
     evidence.py      makereport: kernel-log check, infra_error / reproducer /
                      console_log / kernel_log properties, the "guest: ..." sections
     timing.py        where the time went (boots, set-up, body, teardown), per kernel;
@@ -17,6 +18,7 @@ Load it with `-p overlay_harness.plugin` (conftest.py does); its parts:
 pytest_plugins = [
     "overlay_harness.plugin.options",
     "overlay_harness.plugin.session",
+    "overlay_harness.plugin.known_issues",  # before fixtures.py, which imports it
     "overlay_harness.plugin.fixtures",
     "overlay_harness.plugin.evidence",
 ]

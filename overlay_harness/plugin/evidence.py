@@ -18,15 +18,9 @@ from ..host import splat
 from ..host.agent_client import GuestLost, HarnessError
 from ..library import repro
 from .fixtures import healthy
-from .session import CASE_KEY, state_of
+from .session import CASE_KEY, INFRA_ERROR, infra_error, state_of
 
-INFRA_ERROR = "infra_error"
 KERNEL_LOG, CONSOLE_EXCERPT = "kernel_log", "console_excerpt"
-
-
-def infra_error(report):
-    """The kind of infrastructure error a report records, or None."""
-    return dict(getattr(report, "user_properties", ())).get(INFRA_ERROR)
 
 
 def check_kernel_log(case, policy):
@@ -41,7 +35,7 @@ def check_kernel_log(case, policy):
     return splat.excerpt(recs, found) if found else None
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True)  # outside pytest's xfail handling: a splat is no xfail
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()

@@ -16,7 +16,7 @@ from ..library.guest import Guest
 from ..library.overlay import Overlay, make_tree
 from .known_issues import apply_known_issues
 from .session import CASE_KEY, CaseState, state_of
-from .timing import BOOT_PROP, announce_boot
+from .timing import BOOT_ACCEL_PROP, BOOT_PROP, announce_boot
 
 SCRATCH_ROOT = "/run/ovh"
 
@@ -24,7 +24,8 @@ SCRATCH_ROOT = "/run/ovh"
 @pytest.fixture(scope="session")
 def kernel(request):
     """The kernel under test (one per --kernel)."""
-    return getattr(request, "param", None) or state_of(request.config).kernels[0]
+    state = state_of(request.config)
+    return getattr(request, "param", None) or _stop_on_usage_error(lambda: state.kernels[0])
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,7 @@ def vm(kernel, request):
     lacking = kernel_mod.missing_options(kernel, ["boot"])
     if lacking:
         pytest.skip(kernel_mod.describe_missing(kernel, lacking) + ": virtme-ng cannot boot it")
-    machine = state.vm_for(kernel)
+    machine = _stop_on_usage_error(lambda: state.vm_for(kernel))
     if not machine.alive():
         _boot(machine, state, single=len(state.kernels) == 1)
     yield machine
@@ -56,6 +57,15 @@ def _boot(machine, state, single=True):
             state.boot_failure = message
             pytest.exit(message, returncode=3)
         pytest.fail(message, pytrace=False)
+
+
+def _stop_on_usage_error(resolve):
+    """What the plugin resolves on first use (in an xdist worker, in a fixture: a bad
+    kernel, --require-accel not met) stops the run with its message, as it would at start-up."""
+    try:
+        return resolve()
+    except pytest.UsageError as e:
+        pytest.exit(str(e), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def guest_block_devices(guest):
@@ -87,7 +97,8 @@ def guest(vm, request):
         _boot(vm, state)  # the case asked for a kernel no other case has touched
     use.served = vm.boots
     if vm.boots != use.reported_boots:  # this case waited for a boot: say so in its report
-        request.node.user_properties.append((BOOT_PROP, round(vm.timings["ready"], 2)))
+        request.node.user_properties += [(BOOT_PROP, round(vm.timings["ready"], 2)),
+                                         (BOOT_ACCEL_PROP, vm.accel.name)]
         use.reported_boots = vm.boots
     apply_known_issues(request, vm.guest_release)
     path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
@@ -139,8 +150,15 @@ def lower(guest):
 
 @pytest.fixture
 def make_overlay(guest, upper, lower):
-    """make_overlay(name="ovl", lowers=None, merged=None, **options): an Overlay on `upper`
-    (not mounted); overlays with the same name share upper and work dirs."""
+    """make_overlay(name="ovl", lowers=None, merged=None, **options): an Overlay on the
+    case's `upper` filesystem, not mounted yet, over `lower` unless `lowers` names other
+    lower directories (top first); `merged` defaults to `<scratch>/<name>.merged`.
+
+    Its upper and work directories are `<name>/upper` and `<name>/work` on `upper`, so
+    overlays made without distinct names share one upper directory and one work directory
+    (what the shared-upper cases want). Give each overlay its own `name=` to put it on a
+    separate upper directory of the same upper filesystem. `options` reach the kernel as
+    they are: volatile=True, metacopy="on", index="on", ..."""
     def make(name="ovl", lowers=None, merged=None, **options):
         return Overlay(guest, name, lowers or [lower], upper, merged=merged, **options)
     return make

@@ -1,22 +1,53 @@
-"""known_issue markers: a documented behaviour the kernel does not follow becomes a
-strict xfail on the kernels in range (and the upper filesystems named)."""
+"""Known issues and quarantined cases.
+
+- known_issue markers: a documented behaviour the kernel does not follow becomes a
+  strict xfail on the kernels in range (and the upper filesystems named).
+- the quarantine file (quarantine.toml, --quarantine): flaky cases parked, each with a
+  reason, a link and an expiry date, on an optional kernel range. A quarantined case
+  still runs; when it fails (not a harness error) its report is marked with the
+  `quarantine` property and counts as "quarantined", not as a failure. An entry past its
+  expiry date quarantines nothing, and fails the run when a case it names ran.
+
+    [[quarantine]]
+    case = "cases/test_x.py::test_y"   # a node id; without [...] every parametrisation
+    reason = "fails one run in twenty under TCG"
+    link = "https://example.org/issue/1"
+    expires = 2027-01-31                # a TOML date
+    since = "6.12"                      # optional kernel range [since, fixed)
+    fixed = "6.14"
+"""
+
+import datetime
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from ..host.agent_client import HarnessError
 from ..host.kernel import version as kernel_version
+from .options import setting
+from .session import infra_error, kernel_of, state_of, uses_harness
+
+PROP_QUARANTINE = "quarantine"
+PROP_EXPIRED = "quarantine_expired"  # an entry past its date names this case
+QUARANTINE_FILE = "quarantine.toml"
+
+
+def in_range(release, since=None, fixed=None):
+    """Whether a kernel release lies in [since, fixed) (an open end is no bound)."""
+    version = kernel_version(release)
+    return not ((since and version < kernel_version(since)) or (fixed and version >= kernel_version(fixed)))
 
 
 def apply_known_issues(request, release):
     """Turn known_issue markers that apply to this kernel (and upper fs) into strict xfails."""
-    version = kernel_version(release)
     params = getattr(request.node, "callspec", None)
     fs = params.params.get("upper_fs") if params else None
     for mark in request.node.iter_markers("known_issue"):
         since, fixed = mark.kwargs.get("since"), mark.kwargs.get("fixed")
         only_fs = mark.kwargs.get("upper_fs")
-        if since and version < kernel_version(since):
-            continue
-        if fixed and version >= kernel_version(fixed):
+        if not in_range(release, since, fixed):
             continue
         if only_fs and fs not in only_fs:
             continue
@@ -27,8 +58,155 @@ def apply_known_issues(request, release):
             raises=AssertionError))
 
 
+def kernel_range(since, fixed):
+    """A kernel range [since, fixed) in words: "kernels 5.11 to before 6.13"."""
+    return f"kernels {since or 'any'} to {'before ' + fixed if fixed else 'now'}"
+
+
 def span(mark):
     """Where a known_issue marker applies: "kernels 5.11 to before 6.13; commit 150c174a6053"."""
     since, fixed, commit = (mark.kwargs.get(k) for k in ("since", "fixed", "commit"))
-    return (f"kernels {since or 'any'} to {'before ' + fixed if fixed else 'now'}"
-            + (f"; commit {commit}" if commit else ""))
+    return kernel_range(since, fixed) + (f"; commit {commit}" if commit else "")
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    case: str
+    reason: str
+    link: str
+    expires: datetime.date
+    since: str | None = None
+    fixed: str | None = None
+
+    def names(self, nodeid):
+        return self.case in (nodeid, nodeid.split("[", 1)[0])
+
+    def covers(self, nodeid, release, today):
+        return self.names(nodeid) and today <= self.expires and in_range(release, self.since, self.fixed)
+
+    def describe(self):
+        """Reason, link, expiry date and kernel range, in words."""
+        kernels = f"; {kernel_range(self.since, self.fixed)}" if self.since or self.fixed else ""
+        return f"{self.reason} ({self.link}; until {self.expires.isoformat()}{kernels})"
+
+
+def load_quarantine(path):
+    """The entries of a quarantine file; ValueError naming the file and entry when one is bad."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"quarantine file {path}: {e}") from None
+    entries = []
+    for i, raw in enumerate(data.get("quarantine", []), 1):
+        where = f"quarantine file {path}, entry {i} ({raw.get('case', 'no case')})"
+        unknown = set(raw) - {"case", "reason", "link", "expires", "since", "fixed"}
+        missing = [k for k in ("case", "reason", "link", "expires") if not raw.get(k)]
+        if unknown or missing:
+            raise ValueError(f"{where}: " + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"unknown keys {', '.join(sorted(unknown))}"] if unknown else [])))
+        if type(raw["expires"]) is not datetime.date:
+            raise ValueError(f"{where}: expires must be a date (expires = 2027-01-31)")
+        entries.append(Quarantine(**raw))
+    if set(data) - {"quarantine"}:
+        raise ValueError(f"quarantine file {path}: only [[quarantine]] entries belong there")
+    return entries
+
+
+QUARANTINE_KEY = pytest.StashKey[list]()
+
+
+def quarantine_of(config):
+    """The entries of --quarantine / overlay_harness_quarantine, else of <rootdir>/quarantine.toml
+    where there is one (read once)."""
+    entries = config.stash.get(QUARANTINE_KEY, None)
+    if entries is None:
+        path = setting(config, "quarantine")
+        default = Path(config.rootpath) / QUARANTINE_FILE
+        if path is None and default.is_file():
+            path = default
+        try:
+            entries = load_quarantine(path) if path else []
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
+        config.stash[QUARANTINE_KEY] = entries
+    return entries
+
+
+@pytest.hookimpl(trylast=True)  # after session.py's, which decides whether the run is active
+def pytest_configure(config):
+    if state_of(config).active:
+        quarantine_of(config)  # a bad file is one usage error at start-up
+    if not hasattr(config, "workerinput"):  # the controller (or the only process) reports
+        config.pluginmanager.register(Expiry(config), "overlay-harness-quarantine")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Read only in a run that uses the harness (a passive plugin leaves another project's
+    quarantine.toml alone); a bad file is one usage error before any test runs."""
+    if any(uses_harness(i) for i in items):
+        quarantine_of(config)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # the outermost: sees the splat check's verdict
+def pytest_runtest_makereport(item, call):
+    """A failed case (not a harness error) that an entry in force covers on this kernel
+    is quarantined: reported apart, not failing the run."""
+    outcome = yield
+    rep = outcome.get_result()
+    kernel = kernel_of(item) if rep.when == "call" else None
+    if kernel is None:
+        return
+    today = datetime.date.today()
+    entries = quarantine_of(item.config)
+    for entry in entries:
+        if entry.expires < today and entry.names(item.nodeid):
+            rep.user_properties.append((PROP_EXPIRED, f"{entry.case}: {entry.describe()}"))
+    harness_broke = call.excinfo is not None and isinstance(call.excinfo.value, HarnessError)
+    if not rep.failed or harness_broke or infra_error(rep) or hasattr(rep, "wasxfail"):
+        return
+    for entry in entries:
+        if entry.covers(item.nodeid, kernel.release, today):
+            rep.outcome = "skipped"
+            rep.wasxfail = f"quarantined: {entry.describe()}"
+            rep.user_properties.append((PROP_QUARANTINE, entry.describe()))
+            return
+
+
+class Expiry:
+    """In the process that reports: quarantine entries past their date whose case ran (the
+    `quarantine_expired` property, set where the case ran)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.expired = {}  # entry's description -> a node id it names
+
+    def pytest_runtest_logreport(self, report):
+        for name, value in report.user_properties:
+            if name == PROP_EXPIRED:
+                self.expired.setdefault(value, report.nodeid)
+
+    def pytest_sessionfinish(self, session):
+        if self.expired and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        tr = terminalreporter
+        quarantined = tr.stats.get("quarantined", [])
+        if quarantined:
+            tr.write_sep("=", f"{len(quarantined)} quarantined (failed, not counted)", yellow=True)
+            for r in quarantined:
+                tr.write_line(f"QUARANTINED {r.nodeid}: {dict(r.user_properties)[PROP_QUARANTINE]}")
+        if self.expired:
+            tr.write_sep("=", f"{len(self.expired)} expired quarantine entr"
+                              f"{'y' if len(self.expired) == 1 else 'ies'}", red=True, bold=True)
+            for entry, nodeid in self.expired.items():
+                tr.write_line(f"EXPIRED quarantine of {entry} (ran as {nodeid}): remove the entry "
+                              "or renew it", red=True)
+
+
+def pytest_report_teststatus(report, config):
+    if report.when == "call" and report.skipped and PROP_QUARANTINE in dict(report.user_properties):
+        return "quarantined", "Q", ("QUARANTINED", {"yellow": True})
+    return None

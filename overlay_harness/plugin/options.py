@@ -1,53 +1,124 @@
-"""Every command-line option and marker of the suite, in one place (`pytest --help`,
-group "overlay-harness"; `pytest --markers`)."""
+"""Every command-line option, ini setting and marker of the suite, in one place (`pytest
+--help`, group "overlay-harness"; `pytest --markers`).
+
+Settings that belong to a repository (the kernel, the accelerator, the upper filesystems,
+the results directory, the quarantine file) can also live in its pyproject.toml, under
+[tool.pytest.ini_options] as `overlay_harness_<name>`; the command line wins over them.
+Giving any option of the group, or any of these settings, makes the plugin active at
+start-up (see session.py); otherwise it stays passive until a test uses its fixtures."""
+
+from pathlib import Path
+
+import pytest
 
 from ..library.devices import FILESYSTEMS
+
+# dest -> (choices or None, value when neither the command line nor the ini file gives one)
+SETTINGS = {
+    "kernel": (None, []),
+    "accel": (("auto", "kvm", "tcg"), "auto"),
+    "require_accel": (("kvm", "tcg"), None),
+    "upper_fs": (None, None),
+    "results_dir": (None, None),
+    "quarantine": (None, None),
+}
+PATH_SETTINGS = {"results_dir", "quarantine"}  # relative to the ini file's directory
+_DEFAULTS = {}  # every option of the group: dest -> its default (to tell when one was given)
+
+# The fixtures that make a test a harness test (each needs a VM).
+HARNESS_FIXTURES = frozenset({"kernel", "vm", "guest", "upper", "lower", "make_overlay"})
+
+
+def ini_name(dest):
+    return f"overlay_harness_{dest}"
 
 
 def pytest_addoption(parser):
     g = parser.getgroup("overlay-harness", "overlay-harness VM options")
-    g.addoption("--kernel", action="append", default=[], metavar="KERNEL",
-                help="bzImage/vmlinuz path, kernel build tree, or installed release "
-                     "(default: the newest under /boot); repeat to compare kernels")
-    g.addoption("--accel", choices=["auto", "kvm", "tcg"], default="auto",
-                help="auto probes KVM once per host (cached) and falls back to TCG")
-    g.addoption("--accel-reprobe", action="store_true", help="redo the cached KVM probe")
-    g.addoption("--vm-memory", default="2G", help="guest memory (default 2G)")
-    g.addoption("--vm-cpus", type=int, default=None,
-                help="guest CPUs (default: the host's CPUs shared among the VMs of a run)")
-    g.addoption("--boot-timeout", type=float, default=180.0,
-                help="seconds for a VM to become ready (default 180)")
-    g.addoption("--call-timeout", type=float, default=120.0,
-                help="seconds one guest call may take before the guest counts as hung")
-    g.addoption("--upper-fs", default=None, metavar="KINDS",
-                help=f"comma list of upper filesystems to run ({', '.join(FILESYSTEMS)}); "
-                     "default: every one a case supports")
-    g.addoption("--without-faults", action="store_true",
-                help="load no faulty dm table (error windows do nothing): checks that the cases "
-                     "which expect an errno fail without their fault")
-    g.addoption("--save-reproducers", action="store_true",
-                help="write every case's reproducer under results/<run>/reproducers "
-                     "(by default only failing cases get one)")
-    g.addoption("--results-dir", default=None,
-                help="where run directories go (default: <rootdir>/results)")
-    g.addoption("--overlay-src", default=None, metavar="DIR",
-                help="build overlay.ko from DIR (fs/overlayfs, or a kernel tree) against each "
-                     "kernel under test and load it in the guest instead of the stock module")
-    g.addoption("--overlay-module", default=None, metavar="PATH",
-                help="load this built overlay.ko in the guest instead of the stock module")
+
+    def add(name, default=None, **kw):
+        g.addoption(name, default=default, **kw)
+        _DEFAULTS[name.lstrip("-").replace("-", "_")] = default
+
+    add("--kernel", action="append", default=[], metavar="KERNEL",
+        help="bzImage/vmlinuz path, kernel build tree, or installed release "
+             "(default: the newest under /boot); repeat to compare kernels")
+    add("--accel", choices=["auto", "kvm", "tcg"],
+        help="auto (default) probes KVM once per host (cached) and falls back to TCG")
+    add("--require-accel", choices=["kvm", "tcg"],
+        help="stop the run, with the reason, when the accelerator is not this one "
+             "(CI runners that must have KVM: --require-accel kvm)")
+    add("--accel-reprobe", action="store_true", default=False, help="redo the cached KVM probe")
+    add("--vm-memory", default="2G", help="guest memory (default 2G)")
+    add("--vm-cpus", type=int,
+        help="guest CPUs (default: the host's CPUs shared among the VMs of a run)")
+    add("--boot-timeout", type=float, default=180.0,
+        help="seconds for a VM to become ready (default 180)")
+    add("--call-timeout", type=float, default=120.0,
+        help="seconds one guest call may take before the guest counts as hung")
+    add("--upper-fs", metavar="KINDS",
+        help=f"comma list of upper filesystems to run ({', '.join(FILESYSTEMS)}); "
+             "default: every one a case supports")
+    add("--without-faults", action="store_true", default=False,
+        help="load no faulty dm table (error windows do nothing): checks that the cases "
+             "which expect an errno fail without their fault")
+    add("--save-reproducers", action="store_true", default=False,
+        help="write every case's reproducer under results/<run>/reproducers "
+             "(by default only failing cases get one)")
+    add("--results-dir", help="where run directories go (default: <rootdir>/results)")
+    add("--quarantine", metavar="FILE",
+        help="flaky cases parked with a reason, a link and an expiry date "
+             "(default: <rootdir>/quarantine.toml where there is one)")
+    add("--overlay-src", metavar="DIR",
+        help="build overlay.ko from DIR (fs/overlayfs, or a kernel tree) against each "
+             "kernel under test and load it in the guest instead of the stock module")
+    add("--overlay-module", metavar="PATH",
+        help="load this built overlay.ko in the guest instead of the stock module")
+    for dest in SETTINGS:
+        parser.addini(ini_name(dest), f"overlay-harness: the default of --{dest.replace('_', '-')}",
+                      type="linelist" if dest == "kernel" else "string")
+
+
+def setting(config, dest):
+    """A setting's value: the command line's, else the ini file's, else its default."""
+    choices, default = SETTINGS[dest]
+    value = config.getoption(dest)
+    if value not in (None, []):
+        return value
+    raw = config.getini(ini_name(dest))
+    if not raw:
+        return default
+    if choices and raw not in choices:
+        raise pytest.UsageError(f"{ini_name(dest)} = {raw!r} in {config.inipath}: "
+                                f"choose one of {', '.join(choices)}")
+    if dest in PATH_SETTINGS and config.inipath is not None:
+        return str(Path(config.inipath).parent / raw)
+    return raw
+
+
+def given(config):
+    """The options of the group given on the command line and the settings given in the
+    ini file, as the user wrote them ([] when none: the plugin stays passive)."""
+    found = [f"--{dest.replace('_', '-')}" for dest, default in _DEFAULTS.items()
+             if config.getoption(dest) != default]
+    found += [ini_name(dest) for dest in SETTINGS if config.getini(ini_name(dest))]
+    return found
+
+
+MARKERS = [
+    ("volatile", "overlay volatile mounts"), ("errseq", "writeback error sequence semantics"),
+    ("syncfs", "syncfs error reporting"), ("shared_upper", "several overlays on one upper fs"),
+    ("metacopy", "metadata-only copy-up"), ("lower_changes", "lower layers changed while mounted"),
+    ("nfs", "NFS lower layers"), ("vm", "boots a VM"),
+    ("fresh_vm", "the case needs a kernel no other case has touched (module state, "
+     "a clean log): the VM is rebooted before it unless it is fresh already"),
+    ("upper_fs(*kinds)", "upper filesystems the case supports (default: ext4)"),
+    ("known_issue(reason, since=None, fixed=None, commit=None, upper_fs=None)",
+     "the kernel disagrees with the documented behaviour the case asserts: a strict xfail "
+     "on kernels in [since, fixed) (and only on the listed upper filesystems)"),
+]
 
 
 def pytest_configure(config):
-    for name, doc in [
-        ("volatile", "overlay volatile mounts"), ("errseq", "writeback error sequence semantics"),
-        ("syncfs", "syncfs error reporting"), ("shared_upper", "several overlays on one upper fs"),
-        ("metacopy", "metadata-only copy-up"), ("lower_changes", "lower layers changed while mounted"),
-        ("nfs", "NFS lower layers"), ("vm", "boots a VM"),
-        ("fresh_vm", "the case needs a kernel no other case has touched (module state, "
-         "a clean log): the VM is rebooted before it unless it is fresh already"),
-        ("upper_fs(*kinds)", "upper filesystems the case supports (default: ext4)"),
-        ("known_issue(reason, since=None, fixed=None, commit=None, upper_fs=None)",
-         "the kernel disagrees with the documented behaviour the case asserts: a strict xfail "
-         "on kernels in [since, fixed) (and only on the listed upper filesystems)"),
-    ]:
+    for name, doc in MARKERS:
         config.addinivalue_line("markers", f"{name}: {doc}")

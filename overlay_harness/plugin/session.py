@@ -1,8 +1,18 @@
 """Per-process state of a run (kernels, accelerator, run directory, VMs) and of a case,
 kept in pytest's stash; the report header, parametrisation by kernel and upper
-filesystem, and the end of the session (VMs stopped, logs dropped when all passed)."""
+filesystem, the `kernel` report property of each kernel case, and the end of the session
+(VMs stopped, logs dropped when all passed).
+
+The plugin is passive until it becomes active: at start-up when an option of its group
+or an `overlay_harness_*` ini setting is given, else once collection finds a test that
+uses a harness fixture (options.HARNESS_FIXTURES). Before that nothing is resolved (no
+kernel, no KVM probe) and no header line is printed, so an installed plugin costs other
+pytest runs nothing. Under pytest-xdist the controller collects nothing: unless an option
+made it active, each worker resolves the accelerator itself (host/accel.py serialises the
+probe) and sends its header lines back, which the controller prints at the end."""
 
 import dataclasses
+import functools
 import importlib.metadata
 import os
 import shutil
@@ -14,12 +24,14 @@ import pytest
 
 from ..host import accel as accel_mod
 from ..host import kernel as kernel_mod
-from ..host import modbuild, splat
+from ..host import modbuild, preflight, splat
+from ..host.agent_client import HarnessError
 from ..host.vm import VM
 from ..host.vng import mem_available_bytes, size_bytes
 from ..library.devices import FILESYSTEMS
 from ..library.features import GuestFacts
 from ..library.guest import Guest
+from .options import HARNESS_FIXTURES, given, setting
 
 
 @dataclass
@@ -44,44 +56,58 @@ class CaseState:
 
 
 class HarnessState:
-    """Per-process state: kernels, accelerator, run directory, VMs."""
+    """Per-process state: kernels, accelerator, run directory, VMs (each resolved on
+    first use)."""
 
     def __init__(self, config):
         self.config = config
-        opt = config.getoption
-        specs = opt("kernel") or [None]
-        try:
-            self.kernels = [kernel_mod.resolve(s) for s in specs]
-        except kernel_mod.KernelError as e:
-            raise pytest.UsageError(str(e)) from None
+        self.worker = getattr(config, "workerinput", None)
+        self.specs = setting(config, "kernel") or [None]
+        self.active = bool((self.worker or {}).get("ovh_active"))
+        self.header_shown = False
+        self.worker_header = None  # xdist controller: the header lines a worker sent back
+        self._kernels = None
         self._accel = None
-        base = Path(opt("results_dir") or Path(config.rootpath) / "results")
-        worker = getattr(config, "workerinput", None)
-        run_id = (worker or {}).get("ovh_run_id") or time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid())
-        self.run_id = run_id
-        self.run_dir = base / run_id
+        base = Path(setting(config, "results_dir") or Path(config.rootpath) / "results")
+        self.run_id = ((self.worker or {}).get("ovh_run_id")
+                       or time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
+        self.run_dir = base / self.run_id
         self.vms = {}
         self.uses = {}  # (VM name, kernel release) -> VmUse
         self.boot_failure = None  # why the one kernel's VM did not boot (the run stopped)
         self.failed_nodes = 0
-        self.splat_policy = splat.default_policy()
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
         self.kernel_times = {}  # kernel label -> its boots and phase times (timing.py)
-        self._substitute_overlay(worker)
 
-    def _substitute_overlay(self, worker):
+    @functools.cached_property
+    def splat_policy(self):
+        return splat.default_policy()
+
+    @property
+    def kernels(self):
+        """The kernels under test, resolved on first use (a usage error names a bad one)."""
+        if self._kernels is None:
+            try:
+                kernels = [kernel_mod.resolve(s) for s in self.specs]
+            except kernel_mod.KernelError as e:
+                raise pytest.UsageError(str(e)) from None
+            self._kernels = self._substitute_overlay(kernels)
+        return self._kernels
+
+    def _substitute_overlay(self, kernels):
         """--overlay-src/--overlay-module: one module per kernel, built (by the controller,
         before any VM boots) into the run directory, and each kernel booted from a shadow
         root that holds it (modbuild.substitute); xdist workers get the built modules."""
         opt = self.config.getoption
         src, path = opt("overlay_src"), opt("overlay_module")
         if not (src or path):
-            return
+            return kernels
         if src and path:
             raise pytest.UsageError("--overlay-src and --overlay-module: give one of them")
-        built = (worker or {}).get("ovh_overlay_modules", {})
-        for i, k in enumerate(self.kernels):
+        built = (self.worker or {}).get("ovh_overlay_modules", {})
+        kernels = list(kernels)
+        for i, k in enumerate(kernels):
             out = self.run_dir / "overlay-module" / k.release
             try:
                 if k.release in built:
@@ -91,23 +117,36 @@ class HarnessState:
                     module = modbuild.build(src, k, out)
                 else:
                     module = modbuild.use(path, k, out)
-                self.kernels[i] = modbuild.substitute(k, module, out)
+                kernels[i] = modbuild.substitute(k, module, out)
             except modbuild.ModuleError as e:
                 raise pytest.UsageError(str(e)) from None
+        return kernels
 
     @property
     def accel(self):
-        given = (getattr(self.config, "workerinput", None) or {}).get("ovh_accel")
-        if self._accel is None and given:
-            self._accel = accel_mod.Accel(**given)
+        """The accelerator (resolved on first use: maybe a KVM probe boot); a usage error
+        when it is not the one --require-accel names."""
+        sent = (self.worker or {}).get("ovh_accel")
+        if self._accel is None and sent:
+            self._accel = accel_mod.Accel(**sent)
         if self._accel is None:
-            opt = self.config.getoption
             try:
-                self._accel = accel_mod.resolve(opt("accel"), self.kernels[0],
-                                                reprobe=opt("accel_reprobe"))
+                found = accel_mod.resolve(setting(self.config, "accel"), self.kernels[0],
+                                          reprobe=self.config.getoption("accel_reprobe"))
+                accel_mod.check_required(found, setting(self.config, "require_accel"))
             except ValueError as e:
                 raise pytest.UsageError(str(e)) from None
+            self._accel = found
         return self._accel
+
+    @property
+    def known_accel(self):
+        """The accelerator when it has been found out already (never probes), else None."""
+        return self._accel
+
+    def activate(self):
+        """Become active (idempotent): from now on kernels and the accelerator are resolved."""
+        self.active = True
 
     def vm_for(self, kernel):
         vm = self.vms.get(kernel.release)
@@ -134,23 +173,20 @@ class HarnessState:
 
 
 STATE_KEY = pytest.StashKey[HarnessState]()
+INFRA_ERROR = "infra_error"  # the report property: the kind of HarnessError (evidence.py sets it)
+
+
+def infra_error(report):
+    """The kind of infrastructure error a report records, or None."""
+    return dict(getattr(report, "user_properties", ())).get(INFRA_ERROR)
+
+
 CASE_KEY = pytest.StashKey[CaseState]()
 KERNEL_PROP = "kernel"  # the report property naming the kernel a case ran on (its label)
 
 
 def state_of(config) -> HarnessState:
     return config.stash[STATE_KEY]
-
-
-def kernel_of(item):
-    """The Kernel an item runs on, or None for an item without the `kernel` fixture."""
-    if "kernel" not in getattr(item, "fixturenames", ()):
-        return None
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "kernel" in callspec.params:
-        return callspec.params["kernel"]
-    state = item.config.stash.get(STATE_KEY, None)
-    return state.kernels[0] if state is not None and state.kernels else None
 
 
 def set_property(item, name, value):
@@ -178,18 +214,36 @@ def pytest_configure(config):
 
     state = config.stash[STATE_KEY] = HarnessState(config)
     config.pluginmanager.register(TimeKeeper(state), "overlay-harness-times")
+    if given(config):
+        state.activate()
+        state.kernels  # noqa: B018 -- a bad --kernel is a usage error now, before collection
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-    """xdist: every worker writes into the same run directory, and the accelerator is
-    found out once, here (a KVM probe boot), not by every worker at the same time."""
+    """xdist: every worker writes into the same run directory; when the run is active
+    from the start, the accelerator is found out once, here (a KVM probe boot), not by
+    every worker at the same time, and the overlay modules are built once."""
     state = state_of(node.config)
     node.workerinput["ovh_run_id"] = state.run_id
+    if not state.active:
+        return
+    node.workerinput["ovh_active"] = True
     node.workerinput["ovh_accel"] = dataclasses.asdict(state.accel)
     node.workerinput["ovh_overlay_modules"] = {
         k.release: {**dataclasses.asdict(k.overlay_module), "path": str(k.overlay_module.path)}
         for k in state.kernels if k.overlay_module}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist controller: what a worker found out (its accelerator, its header lines)."""
+    state = state_of(node.config)
+    out = getattr(node, "workeroutput", None) or {}
+    if out.get("ovh_accel") and state._accel is None:
+        state._accel = accel_mod.Accel(**out["ovh_accel"])
+    if out.get("ovh_header") and state.worker_header is None:
+        state.worker_header = out["ovh_header"]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -214,8 +268,9 @@ def _versions():
     return accel_mod.qemu_version() or "not installed", vng
 
 
-def pytest_report_header(config):
-    state = state_of(config)
+def header_lines(state, resolve=True):
+    """The kernels, the accelerator (when resolve, or when known already), QEMU and
+    virtme-ng, where results go, and what preflight finds missing."""
     qemu, vng = _versions()
     lines = []
     for k in state.kernels:
@@ -225,14 +280,102 @@ def pytest_report_header(config):
         lines.append(f"kernel: {k.release} ({k.image}){note}")
         if k.overlay_module:
             lines.append(k.overlay_module.describe())
-    lines.append(f"accel: {state.accel.name} ({state.accel.reason})")
+    accel = state.accel if resolve else state.known_accel
+    if accel is not None:
+        lines.append(f"accel: {accel.name} ({accel.reason})")
     lines.append(f"qemu: {qemu}; virtme-ng: {vng}; results: {state.run_dir}")
+    lines += [f"preflight: {p}" for p in preflight.problems(state.kernels[0].image)]  # all of them
     return lines
 
 
+def pytest_report_header(config):
+    state = state_of(config)
+    if not state.active:
+        return None
+    state.header_shown = True
+    return header_lines(state)
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(session, config, items):
+    """A test that uses a harness fixture makes the plugin active; with pytest-rerunfailures'
+    --reruns, such a test is rerun only for a harness error (HarnessError: a VM that did not
+    boot, was lost or hung), never for an assertion or any other failure of the case."""
+    harness = [i for i in items if uses_harness(i)]
+    if harness:
+        state_of(config).activate()
+    reruns = _global_reruns(config)
+    if not reruns:
+        return
+    for item in harness:
+        if item.get_closest_marker("flaky") is None:
+            # only_rerun: the exception must be a HarnessError; condition: a failure without
+            # one (a splat found in the kernel log, whatever order the hooks ran in) is final.
+            item.add_marker(pytest.mark.flaky(reruns=reruns, only_rerun=[HarnessError],
+                                              condition=_harness_broke))
+
+
+def uses_harness(item, names=HARNESS_FIXTURES):
+    """Whether `item` uses one of this plugin's fixtures `names` (not a fixture of the same
+    name that a conftest or test module defines)."""
+    info = getattr(item, "_fixtureinfo", None)
+    for name in names & set(getattr(item, "fixturenames", ())):
+        defs = info.name2fixturedefs.get(name) if info is not None else None
+        if defs and defs[-1].func.__module__ == f"{__package__}.fixtures":
+            return True
+    return False
+
+
+def kernel_of(item):
+    """The Kernel an item runs on, or None for an item without the `kernel` fixture."""
+    if not uses_harness(item, {"kernel"}):
+        return None
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "kernel" in callspec.params:
+        return callspec.params["kernel"]
+    state = item.config.stash.get(STATE_KEY, None)
+    return state.kernels[0] if state is not None and state.kernels else None
+
+
+def _harness_broke(error):
+    return isinstance(error, HarnessError)
+
+
+def _global_reruns(config):
+    """pytest-rerunfailures' --reruns (or its ini `reruns`), or None."""
+    if not config.pluginmanager.hasplugin("rerunfailures"):
+        return None
+    value = config.getoption("reruns", None)
+    if value is None:
+        try:
+            value = int(config.getini("reruns"))
+        except (TypeError, ValueError):
+            value = None
+    return value
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    """The header, for a run that became active at collection (nothing before it)."""
+    state = state_of(config)
+    if not state.active or state.header_shown or hasattr(config, "workerinput"):
+        return None
+    state.header_shown = True
+    return header_lines(state)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """xdist controller of a run its workers made active: the header lines they sent."""
+    state = state_of(config)
+    if state.worker_header and not state.header_shown:
+        terminalreporter.section("overlay-harness")
+        for line in state.worker_header:
+            terminalreporter.line(line)
+
+
 def pytest_generate_tests(metafunc):
-    kernels = state_of(metafunc.config).kernels
-    if "kernel" in metafunc.fixturenames and len(kernels) > 1:
+    state = state_of(metafunc.config)
+    if "kernel" in metafunc.fixturenames and len(state.specs) > 1:
+        kernels = state.kernels
         metafunc.parametrize("kernel", kernels, ids=[k.release for k in kernels],
                              indirect=True, scope="session")
     if "upper_fs" in metafunc.fixturenames:
@@ -241,7 +384,7 @@ def pytest_generate_tests(metafunc):
         unknown = set(kinds) - set(FILESYSTEMS)
         if unknown:
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown upper_fs {unknown}")
-        wanted = metafunc.config.getoption("upper_fs")
+        wanted = setting(metafunc.config, "upper_fs")
         if wanted:
             kinds = [k for k in kinds if k in wanted.split(",")]
         metafunc.parametrize("upper_fs", kinds)
@@ -252,6 +395,10 @@ def pytest_sessionfinish(session, exitstatus):
     if state is None:
         return
     state.stop_all()
+    if state.worker is not None and state.active:  # an xdist worker: tell the controller
+        session.config.workeroutput["ovh_header"] = header_lines(state, resolve=False)
+        if state.known_accel is not None:
+            session.config.workeroutput["ovh_accel"] = dataclasses.asdict(state.known_accel)
     # session.exitstatus: other plugins (the results recorder's regressions) may have failed the run
     if state.failed_nodes == 0 and session.exitstatus == 0 and state.run_dir.exists():
         for vm in state.vms.values():  # logs are kept only when something failed

@@ -4,7 +4,9 @@ kernel; printed at the end of the run and kept as results/<run>/timing.json.
 While a VM boots, the terminal says so: "booting 6.1.0-56-amd64 (tcg) ... ready in 32.4 s",
 live where the VM boots in pytest's own process. An xdist worker's output does not reach
 the terminal, so there the controller prints the same line, with the worker's id, when
-the report of the case that waited for the boot arrives. `-q` keeps it quiet."""
+the report of the case that waited for the boot arrives, with the accelerator the worker
+booted under (the controller of a run that its workers made active knows none). `-q`
+keeps it quiet."""
 
 import contextlib
 import json
@@ -12,6 +14,7 @@ import json
 from .session import KERNEL_PROP
 
 BOOT_PROP = "vm_boot_s"  # on the set-up report of the case that waited for a boot
+BOOT_ACCEL_PROP = "vm_accel"  # ... and the accelerator of that boot
 PHASES = ("setup", "call", "teardown")
 
 
@@ -31,7 +34,7 @@ def _new_line(tr):
 
 
 def boot_line(kernel, accel, seconds=None, worker=None):
-    text = f"{f'[{worker}] ' if worker else ''}booting {kernel} ({accel}) ..."
+    text = f"{f'[{worker}] ' if worker else ''}booting {kernel}{f' ({accel})' if accel else ''} ..."
     return text if seconds is None else f"{text} ready in {seconds:.1f} s"
 
 
@@ -93,7 +96,9 @@ class TimeKeeper:
                 tr = _terminal(self.state.config)
                 if worker and tr is not None:  # booted in an xdist worker: say it here
                     _new_line(tr)
-                    tr.write_line(boot_line(kernel, self.state.accel.name, boot, worker))
+                    # never state.accel here: a passive controller would probe for one
+                    accel = props.get(BOOT_ACCEL_PROP) or getattr(self.state.known_accel, "name", None)
+                    tr.write_line(boot_line(kernel, accel, boot, worker))
         self.state.phase_times[report.when].append(seconds)
         if per is not None:
             per["phases_s"][report.when].append(seconds)

@@ -16,6 +16,7 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
     XFAILED = "xfailed"    # a known issue, as its marker expects
     XPASSED = "xpassed"
+    QUARANTINED = "quarantined"  # failed, but a quarantine entry in force parks it (not counted)
 
 
 # Outcomes that count as "fails" on a later kernel when the first one passed.
@@ -27,6 +28,7 @@ PROP_KERNEL, PROP_CASE, PROP_RELEASE, PROP_KNOWN = "kernel", "case", "guest_rele
 PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE = "infra_error", "reproducer", "console_log"
 PROP_KERNEL_LOG, PROP_CONSOLE_EXCERPT = "kernel_log", "console_excerpt"
 EVIDENCE = (PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE, PROP_KERNEL_LOG, PROP_CONSOLE_EXCERPT)
+PROP_QUARANTINE = "quarantine"
 
 
 def _props(report):
@@ -51,7 +53,7 @@ def _phase_outcome(report):
     return Outcome.ERROR if report.failed else None
 
 
-def _message(report):
+def report_message(report):
     """What failed: a skip's reason, the exception's message (an assertion with its
     `where` lines), or a failure given as text (a splat, a leak) whole."""
     if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
@@ -68,6 +70,18 @@ def _message(report):
 
 def _crash(report):
     return getattr(getattr(report, "longrepr", None), "reprcrash", None)
+
+
+def github_annotation(level, path, line, title, message):
+    """A GitHub Actions workflow command that annotates `path`:`line` with `message`
+    (`::error file=...,line=...,title=...::...`), its values escaped as the runner expects."""
+    def data(text):
+        return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def prop(text):
+        return data(text).replace(":", "%3A").replace(",", "%2C")
+    where = f"file={prop(path)}" + (f",line={int(line)}" if line else "")
+    return f"::{level} {where},title={prop(title)}::{data(message)}"
 
 
 class Results:
@@ -96,16 +110,22 @@ class Results:
             rec["guest_release"] = props[PROP_RELEASE]
         if props.get(PROP_KNOWN):
             rec["known_issue"] = props[PROP_KNOWN]
+        if report.outcome == "rerun":  # pytest-rerunfailures: a harness error, run again
+            rec["reruns"] = rec.get("reruns", 0) + 1
+            return
         outcome = _phase_outcome(report)
+        if outcome is Outcome.XFAILED and props.get(PROP_QUARANTINE):
+            outcome = Outcome.QUARANTINED
+            rec["quarantine"] = props[PROP_QUARANTINE]
         if outcome is None:
             return
         if report.when == "teardown" and rec["outcome"] in (Outcome.FAILED, Outcome.ERROR):
             return  # the case's own failure says more than its teardown's
         rec["outcome"] = outcome
-        if outcome in (Outcome.XFAILED, Outcome.XPASSED):
+        if outcome in (Outcome.XFAILED, Outcome.XPASSED, Outcome.QUARANTINED):
             rec["reason"] = str(getattr(report, "wasxfail", "") or rec.get("known_issue", ""))
         if outcome not in (Outcome.PASSED, Outcome.XPASSED):
-            rec["message"] = _message(report)
+            rec["message"] = report_message(report)
             crash = _crash(report)
             if crash is not None and getattr(crash, "lineno", None):
                 rec["where"] = f"{crash.path}:{crash.lineno}"

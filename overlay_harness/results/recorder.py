@@ -4,9 +4,10 @@ written as results/<run>/summary.json, report.html and table.md; a failing case'
 evidence goes into --junitxml; regressions fail the run.
 
 Load it with `-p overlay_harness.results.recorder` (conftest.py does). Per-case data
-travels as report properties (user_properties survive pytest-xdist): the kernel and
-the case key are set here; infra_error, reproducer and console_log come from
-plugin/evidence.py.
+travels as report properties (user_properties survive pytest-xdist): the case key is
+set here, the kernel by plugin/session.py; infra_error, reproducer, console_log,
+kernel_log and console_excerpt come from plugin/evidence.py, quarantine from
+plugin/known_issues.py.
 
 - Several --kernel: every case runs on each; the end of the report is a table,
   case x kernel, the cases whose outcome differs first.
@@ -17,6 +18,7 @@ plugin/evidence.py.
 
 import datetime
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,7 +28,19 @@ import pytest
 from ..host import kernel as kernel_mod
 from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of, set_property
 from ..plugin.timing import timing_of
-from .model import PROP_CASE, PROP_CONSOLE, PROP_KNOWN, PROP_RELEASE, PROP_REPRODUCER, Results
+from .model import (
+    PROP_CASE,
+    PROP_CONSOLE,
+    PROP_INFRA,
+    PROP_KERNEL,
+    PROP_KNOWN,
+    PROP_QUARANTINE,
+    PROP_RELEASE,
+    PROP_REPRODUCER,
+    Results,
+    github_annotation,
+    report_message,
+)
 from .render import html_page, markdown_table, regression_line, text_table
 
 
@@ -99,13 +113,36 @@ class ReportPlugin:
     def __init__(self, config):
         self.config = config
         state = _state(config)
-        self.results = Results([k.label for k in state.kernels] if state is not None else [])
+        # The kernels' order (the first is the baseline) where several were given: given
+        # kernels make the plugin active at start-up, so they are resolved by now.
+        active = state is not None and state.active
+        self.results = Results([k.label for k in state.kernels] if active else [])
         self.written = None
+        self.annotations = []  # GitHub Actions: a line per failed or quarantined case
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case
     def pytest_runtest_logreport(self, report):
         self.results.add(report)
         _junit_evidence(self.config, report)
+        self._annotate(report)
+
+    def _annotate(self, report):
+        """Under GitHub Actions (GITHUB_ACTIONS=true), a harness case's failure, error or
+        quarantine becomes an annotation on its file and line (printed at the end)."""
+        props = dict(report.user_properties)
+        if os.environ.get("GITHUB_ACTIONS") != "true" or PROP_CASE not in props:
+            return
+        if report.failed:
+            level, what = "error", ("harness error" if props.get(PROP_INFRA) else "failed")
+        elif props.get(PROP_QUARANTINE):
+            level, what = "warning", "quarantined"
+        else:
+            return
+        path, line, _ = report.location
+        message = report_message(report) or report.outcome
+        self.annotations.append(github_annotation(
+            level, path, None if line is None else line + 1,
+            f"{what} ({report.when}): {report.nodeid} on {props.get(PROP_KERNEL)}", message))
 
     def pytest_sessionfinish(self, session, exitstatus):
         res = self.results
@@ -138,6 +175,8 @@ class ReportPlugin:
         if self.written:
             tr.write_line(f"overlay-harness results: {self.written}/summary.json, "
                           f"{self.written}/report.html")
+        for line in self.annotations:
+            tr.write_line(line)
 
 
 def pytest_configure(config):
@@ -175,10 +214,7 @@ def _write_outputs(session, res, exitstatus):
         Path(session.config.rootpath) / "results" / time.strftime("run-%Y%m%d-%H%M%S"))
     kernels = [_kernel_meta(k) for k in state.kernels] if state is not None else [
         {"label": k, "release": k} for k in res.kernels]
-    try:
-        accel = state.accel if state is not None else None
-    except pytest.UsageError:
-        accel = None
+    accel = state.known_accel if state is not None else None  # never a probe boot at the end
     summary = {
         "run_id": getattr(state, "run_id", run_dir.name),
         "run_dir": str(run_dir),

@@ -7,7 +7,8 @@ from .model import Outcome
 
 # How outcomes show in the tables.
 SHORT = {Outcome.PASSED: "passed", Outcome.FAILED: "FAILED", Outcome.ERROR: "ERROR",
-         Outcome.SKIPPED: "skipped", Outcome.XFAILED: "xfail", Outcome.XPASSED: "XPASS", None: "-"}
+         Outcome.SKIPPED: "skipped", Outcome.XFAILED: "xfail", Outcome.XPASSED: "XPASS",
+         Outcome.QUARANTINED: "quarantined", None: "-"}
 
 
 def regression_line(res, case, kernel, outcome):
@@ -42,7 +43,8 @@ def text_table(res):
 def markdown_table(res, title="Kernel × case"):
     regs = {(c, k) for c, k, _ in res.regressions()}
     icons = {Outcome.PASSED: "✅", Outcome.FAILED: "❌", Outcome.ERROR: "💥", Outcome.SKIPPED: "⏭️",
-             Outcome.XFAILED: "🟡", Outcome.XPASSED: "⚠️", None: "—"}
+             Outcome.XFAILED: "🟡", Outcome.XPASSED: "⚠️",
+             Outcome.QUARANTINED: "🔒", None: "—"}
     out = [f"### {title}", ""]
     ndiff = sum(1 for c in res.cases if res.differs(c))
     out.append(f"{len(res.cases)} cases on {len(res.kernels)} kernels; {ndiff} differ; "
@@ -80,13 +82,14 @@ th{background:#f3f3f3}
 td.case{font-family:monospace}
 tr.differs td.case{font-weight:bold}
 .passed{background:#d9f2d9}.failed,.error{background:#f7c6c6}.skipped{background:#eee;color:#666}
-.xfailed{background:#fbeec2}.xpassed{background:#fbd9a8}.none{color:#999}
+.xfailed{background:#fbeec2}.xpassed{background:#fbd9a8}.quarantined{background:#e4dcf3}.none{color:#999}
 .regression{outline:3px solid #c00;outline-offset:-3px;font-weight:bold}
 code{font-size:13px;overflow-wrap:anywhere}
 pre{overflow-x:auto;max-width:100%;max-height:32em;background:#f6f6f6;border:1px solid #ddd;
  padding:.5em;font-size:12px;line-height:1.3}
 article.evidence{border-left:4px solid #c00;padding:0 0 0 .8em;margin:1.2em 0}
 article.evidence.ev-xpassed{border-color:#e08a00}
+article.evidence.ev-quarantined{border-color:#7b61ff}
 pre.whole{max-height:none}
 .outcome{padding:0 .3em;border-radius:3px}
 .bars{margin:.5em 0 1em}.bar{margin:.6em 0}
@@ -97,13 +100,14 @@ pre.whole{max-height:none}
 # Where the time went: the parts of a kernel's bar, in timing.json's names.
 TIME_PARTS = [("boots", "boots", "#7b61ff"), ("setup", "set-up", "#f0a500"),
               ("call", "body", "#2e8b57"), ("teardown", "teardown", "#4682b4")]
-SHOWN = (Outcome.FAILED, Outcome.ERROR, Outcome.XPASSED)  # cases the page gives evidence for
+# cases the page gives evidence for (a quarantined case failed: its evidence is there)
+SHOWN = (Outcome.FAILED, Outcome.ERROR, Outcome.XPASSED, Outcome.QUARANTINED)
 READ_LIMIT = 20000  # characters of a reproducer the page quotes
 
 
 def html_page(res, meta, timing=None):
-    """report.html: totals per kernel; the evidence of each failed, errored or xpassed case
-    (regressions first); known issues; where the time went per kernel (`timing`, as in
+    """report.html: totals per kernel; the evidence of each failed, errored, xpassed or
+    quarantined case (regressions first); known issues; where the time went per kernel (`timing`, as in
     timing.json); the kernels; the case x kernel table."""
     e = html.escape
     regs = res.regressions()
@@ -122,7 +126,7 @@ def html_page(res, meta, timing=None):
              + (f"; pytest exit status {e(str(status))}" if status is not None else "") + ".</p>")
     p += _totals(res)
     if shown:
-        p.append(f"<h2>Failed, errored and xpassed: {len(shown)}</h2>"
+        p.append(f"<h2>Failed, errored, xpassed and quarantined: {len(shown)}</h2>"
                  "<p>Regressions (passed on the first kernel, not on a later one) come first.</p>")
         for key in shown:
             p += _evidence(res, key, key in regset, anchors[key], meta.get("run_dir"))
@@ -162,7 +166,7 @@ def html_page(res, meta, timing=None):
 
 
 def _evidence_order(res, regs):
-    """(case, kernel) of every failed, errored or xpassed case: regressions first."""
+    """(case, kernel) of every failed, errored, xpassed or quarantined case: regressions first."""
     first = [(c, k) for c, k, _ in regs]
     rest = [(c, k) for c in res.ordered_cases() for k in res.kernels
             if res.outcome(c, k) in SHOWN and (c, k) not in first]
@@ -201,6 +205,8 @@ def _evidence(res, key, regression, anchor, run_dir):
                  "not a result of the case.</p>")
     if o == Outcome.XPASSED:
         p.append(f"<p>Passed, though a known issue says it fails here: {e(rec.get('reason', ''))}</p>")
+    if o == Outcome.QUARANTINED:
+        p.append(f"<p>Failed, not counted: quarantined, {e(rec.get('quarantine', ''))}</p>")
     if rec.get("message"):
         where = f" at <code>{e(rec['where'])}</code>" if rec.get("where") else ""
         p.append(f"<h4>What failed{where}</h4><pre>{e(rec['message'])}</pre>")
