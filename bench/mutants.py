@@ -30,12 +30,15 @@ from overlay_harness.host import fetch, modbuild  # noqa: E402
 from overlay_harness.host import kernel as kernel_mod  # noqa: E402
 
 SEED_AREAS = {"volatile", "errseq", "syncfs", "shared_upper", "metacopy", "lower_changes"}
-# --by-area: the cases a mutant of each area is run against (pytest -m); areas outside
-# the seeds, which no marker covers, get every case.
+# --by-area: the cases a mutant of each area is run against (pytest -m): its own marker and
+# the areas whose cases walk the same code.
 AREA_CASES = {
     "volatile": "volatile or syncfs", "errseq": "errseq or syncfs or volatile",
     "syncfs": "syncfs or volatile or errseq", "shared_upper": "shared_upper or volatile",
     "metacopy": "metacopy", "lower_changes": "lower_changes",
+    "whiteout": "whiteout or readdir", "readdir": "readdir or whiteout", "rename": "rename",
+    "copyup_metadata": "copyup_metadata or metacopy", "inode_numbers": "inode_numbers",
+    "hardlinks_index": "hardlinks_index or metacopy",
 }
 
 
@@ -125,6 +128,11 @@ def main():
         patches = [p for p in patches if any(p.name.startswith(m) for m in args.mutant)]
     if not patches:
         raise SystemExit(f"mutants: no patch in {args.mutants} matches {args.mutant or '*'}")
+    if args.by_area:
+        unknown = [p.name for p in patches if header(p).get("area") not in AREA_CASES]
+        if unknown:
+            raise SystemExit(f"mutants: --by-area knows no cases for the Area: of {', '.join(unknown)} "
+                             f"(known: {', '.join(AREA_CASES)})")
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     scratch = out / "scratch"
     common = ["-n", args.workers, f"--kernel={args.kernel}" if args.kernel else None, *args.pytest_args]
@@ -162,7 +170,7 @@ def main():
             rows.append((name, meta, "not applied", [], 0.0, str(e)))
             log(f"  {e}")
             continue
-        selection = AREA_CASES.get(meta.get("area")) if args.by_area else None
+        selection = AREA_CASES[meta["area"]] if args.by_area else None
         try:
             narrow = ["-m", selection] if selection else []
             summary, wall = run_pytest(common + [f"--overlay-src={src}", *narrow], out / patch.stem, log)

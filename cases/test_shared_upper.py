@@ -122,6 +122,20 @@ def test_same_upperdir_with_index_is_refused(guest, upper, make_overlay):
     assert b.mount() == errno.EBUSY
 
 
+@pytest.mark.parametrize("shared", ["upperdir", "workdir"])
+def test_upperdir_or_workdir_alone_in_use_with_index_is_refused(guest, upper, make_overlay, shared):
+    """The same with only one of the two dirs shared ("an upper layer path and/or a workdir
+    path"): with index=on each in-use check refuses the second mount by itself."""
+    a, b = shared_dirs(guest, upper, make_overlay, "on")
+    other = make_overlay("other")
+    if shared == "upperdir":
+        b.work = other.work
+    else:
+        b.upper = other.upper
+    assert a.mount() == 0
+    assert b.mount() == errno.EBUSY
+
+
 @pytest.mark.upper_fs("ext4", "xfs", "btrfs")
 def test_same_upperdir_without_index_mounts_with_a_warning(guest, upper, make_overlay):
     """Commit 0be0bfd2de9d: "index=off only relaxes exclusive upper/work dir checks with

@@ -37,9 +37,10 @@ _API = {
     "CommandFailed": "library.guest",
     "ScratchDevice": "library.devices", "Filesystem": "library.devices", "LowerFs": "library.devices",
     "FILESYSTEMS": "library.devices",
-    "Overlay": "library.overlay", "make_tree": "library.overlay",
+    "Overlay": "library.overlay", "make_tree": "library.overlay", "read_tree": "library.overlay",
+    "create_file": "library.overlay",
     "NfsLower": "library.nfs", "skip_unless_nfs": "library.nfs",
-    "require": "library.features",
+    "require": "library.features", "require_version": "library.features",
     "guest_script": "in_guest",
 }
 _RENAMED = {"guest_script": "script"}

@@ -101,6 +101,8 @@ def render():
     out += ["## Overlays", ""]
     out += class_section(overlay.Overlay)
     out += function_section(overlay.make_tree)
+    out += function_section(overlay.read_tree)
+    out += function_section(overlay.create_file)
 
     out += ["## The upper filesystem and its faults", "",
             "`upper` is a `Filesystem`; `upper.dev` its `ScratchDevice`, whose table a case switches "
@@ -113,6 +115,7 @@ def render():
 
     out += ["## Kernel features, NFS, errors", ""]
     out += function_section(features.require)
+    out += function_section(features.require_version)
     out += class_section(nfs.NfsLower)
     out += function_section(nfs.skip_unless_nfs)
     out += class_section(agent_client.Errno)

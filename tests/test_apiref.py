@@ -31,5 +31,8 @@ def test_it_names_what_a_case_uses():
                    "share one upper directory and one work directory", "own `name=`",
                    "- `.failing(mode='targeted', paths=(), **kwargs)`", "- `.path(rel='')`",
                    "| `known_issue(reason, since=None, fixed=None, commit=None, upper_fs=None)` |",
-                   "`overlay_harness_kernel` (`--kernel`)"):
+                   "`overlay_harness_kernel` (`--kernel`)", "### `read_tree(guest, root)`",
+                   "### `create_file(guest, path, data, mode=420)`",
+                   "### `require_version(guest, since, feature)`", "`guest.scandir(path)`",
+                   "`guest.link(src, dst, follow=True)`", "- `.mount_again(upper_fs_too=False, **options)`"):
         assert needle in text, needle

@@ -36,6 +36,10 @@ LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_i
 LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 
+# The new mount API (x86_64 syscall numbers; include/uapi/linux/mount.h constants).
+SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 429, 430, 431, 432
+FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_SET_FD, FSCONFIG_CMD_CREATE = 0, 1, 5, 6
+MOVE_MOUNT_F_EMPTY_PATH, AT_FDCWD = 0x4, -100
 FS_IOC_FIEMAP = 0xC020660B
 LOOP_SET_FD, LOOP_CLR_FD, LOOP_CTL_GET_FREE = 0x4C00, 0x4C01, 0x4C82
 FIEMAP_FLAG_SYNC = 0x1
@@ -81,7 +85,7 @@ def decode(value):
 
 def stat_dict(st):
     return {k: getattr(st, k) for k in (
-        "st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
+        "st_mode", "st_ino", "st_dev", "st_rdev", "st_nlink", "st_uid", "st_gid", "st_size",
         "st_blocks", "st_blksize", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")}
 
 
@@ -225,7 +229,8 @@ class Agent:
         return _check(LIBC.fallocate(self.fd(fd), mode, offset, length))
 
     def op_stat(self, path):
-        """stat(2): a dict of st_* fields (st_mode, st_ino, st_dev, st_nlink, st_size, st_blocks, ...)."""
+        """stat(2): a dict of st_* fields (st_mode, st_ino, st_dev, st_rdev, st_nlink, st_size,
+        st_blocks, ...)."""
         return stat_dict(os.stat(path))
 
     def op_lstat(self, path):
@@ -258,6 +263,31 @@ class Agent:
         """mount(2) as the kernel gets it (data unaltered): 0."""
         return _check(LIBC.mount(_b(source), _b(target), _b(fstype), flags, _b(data)))
 
+    def op_fsmount(self, fstype, params, target):
+        """Mount with the new mount API: fsopen(fstype); fsconfig() for each [key, value] of
+        params (a string: FSCONFIG_SET_STRING; an fd opened through the agent:
+        FSCONFIG_SET_FD; None: FSCONFIG_SET_FLAG); FSCONFIG_CMD_CREATE; fsmount();
+        move_mount() onto target. 0, or the errno of the first call that fails."""
+        call = lambda nr, *args: _check(LIBC.syscall(nr, *args))  # noqa: E731
+        fs = call(SYS_FSOPEN, _b(fstype), 0)
+        try:
+            for key, value in params:
+                if value is None:
+                    call(SYS_FSCONFIG, fs, FSCONFIG_SET_FLAG, _b(key), None, 0)
+                elif isinstance(value, int):
+                    call(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, _b(key), None, self.fd(value))
+                else:
+                    call(SYS_FSCONFIG, fs, FSCONFIG_SET_STRING, _b(key), _b(value), 0)
+            call(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0)
+            mnt = call(SYS_FSMOUNT, fs, 0, 0)
+            try:
+                call(SYS_MOVE_MOUNT, mnt, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH)
+            finally:
+                os.close(mnt)
+        finally:
+            os.close(fs)
+        return 0
+
     def op_umount2(self, target, flags=0):
         """umount2(2) with flags (2: MNT_DETACH): 0."""
         return _check(LIBC.umount2(_b(target), flags))
@@ -287,9 +317,10 @@ class Agent:
         os.rmdir(path)
         return 0
 
-    def op_link(self, src, dst):
-        """link(2): 0."""
-        os.link(src, dst)
+    def op_link(self, src, dst, follow=True):
+        """link(2) (follow=True) or linkat(2) without AT_SYMLINK_FOLLOW (follow=False: a
+        symlink src gets a hard link of its own): 0."""
+        os.link(src, dst, follow_symlinks=follow)
         return 0
 
     def op_symlink(self, target, path):
@@ -322,6 +353,12 @@ class Agent:
             # os.listdir(fd) leaves the fd's offset at the end: rewind first.
             os.lseek(self.fd(path_or_fd), 0, os.SEEK_SET)
         return sorted(os.listdir(path_or_fd))
+
+    def op_scandir(self, path):
+        """[name, d_ino] of each entry getdents(2) returns, in its order ("." and ".." left
+        out by os.scandir; a name the filesystem lists twice comes twice)."""
+        with os.scandir(path) as entries:
+            return [[e.name, e.inode()] for e in entries]
 
     def op_chdir(self, path):
         """chdir(2) of the agent: 0."""

@@ -95,3 +95,11 @@ def require(guest, *features):
     missing = [f for f in features if not have.get(f)]
     if missing:
         pytest.skip(f"kernel {guest.vm.kernel.release} lacks {', '.join(missing)}")
+
+
+def require_version(guest, since, feature):
+    """Skip the case, naming the feature, on a guest kernel older than `since` (a version
+    tuple such as (6, 8)): for behaviour the documents date by kernel version."""
+    if kernel_mod.version(guest.release)[:len(since)] < tuple(since):
+        pytest.skip(f"kernel {guest.release} predates {feature} "
+                    f"(v{'.'.join(map(str, since))})")

@@ -1,6 +1,7 @@
 """Overlay layers as an object: lower dirs, upper and work dirs, options, raw mount(2)."""
 
 import os
+import stat
 
 MS_REMOUNT = 0x20
 MNT_DETACH = 0x2
@@ -84,6 +85,18 @@ class Overlay:
             self.mounted = False
         return result
 
+    def mount_again(self, upper_fs_too=False, **options):
+        """Unmount and mount again, so lookups start from what the layers hold; with
+        upper_fs_too the upper filesystem is unmounted and mounted in between (what reached
+        its disk); `options` change mount options from now on. 0 or the Errno of the
+        overlay's mount(2)."""
+        self._cleanup()
+        self.options.update(options)
+        if upper_fs_too:
+            self.upperfs.umount()
+            self.upperfs.mount()
+        return self.mount()
+
     def _cleanup(self):
         if self.mounted:
             self.guest.chdir("/")
@@ -124,6 +137,16 @@ class Overlay:
         return out
 
 
+def create_file(guest, path, data, mode=0o644):
+    """open(O_CREAT | O_EXCL | O_WRONLY), write `data`, close: 0, or the open's Errno."""
+    fd = guest.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+    if not isinstance(fd, int):
+        return fd
+    guest.must.write(fd, data)
+    guest.must.close(fd)
+    return 0
+
+
 def make_tree(guest, root, files):
     """Create directories and files under root: {"d/f": b"data", "d2/": None}."""
     guest.must.makedirs(root)
@@ -138,3 +161,29 @@ def make_tree(guest, root, files):
             guest.must.write(fd, data)
         guest.must.close(fd)
     return root
+
+
+def read_tree(guest, root):
+    """Everything under `root` as [(relative path, what)] sorted by path: a file's bytes,
+    "dir", "-> target" for a symlink, "mode M rdev R" for anything else. A name that a
+    directory lists twice comes twice, so comparing two trees compares their listings too;
+    a listed name that cannot be lstat()ed fails the call."""
+    out = []
+
+    def walk(rel):
+        for name, _ino in guest.must.scandir(f"{root}/{rel}" if rel else root):
+            path = f"{rel}/{name}" if rel else name
+            full = f"{root}/{path}"
+            mode, rdev = (guest.must.lstat(full)[k] for k in ("st_mode", "st_rdev"))
+            if stat.S_ISDIR(mode):
+                out.append((path, "dir"))
+                walk(path)
+            elif stat.S_ISREG(mode):
+                out.append((path, guest.must.read_file(full)))
+            elif stat.S_ISLNK(mode):
+                out.append((path, "-> " + guest.must.readlink(full)))
+            else:
+                out.append((path, f"mode {mode:o} rdev {rdev}"))
+
+    walk("")
+    return sorted(out, key=lambda entry: entry[0])
