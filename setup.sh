@@ -16,9 +16,10 @@ ID="" ID_LIKE="" PRETTY_NAME=""
 # shellcheck disable=SC1091
 if [ -r /etc/os-release ]; then . /etc/os-release; fi
 case " $ID $ID_LIKE " in
-  *" ubuntu "*) KERNEL_PACKAGE=linux-image-generic ;;   # Ubuntu's: linux-image-amd64 does not exist there
-  *" debian "*) KERNEL_PACKAGE=linux-image-amd64 ;;
-  *) KERNEL_PACKAGE="" ;;
+  *" ubuntu "*) KERNEL_PACKAGE=linux-image-generic   # Ubuntu's: linux-image-amd64 does not exist there
+               BROWSER_PACKAGE="" ;;                   # Ubuntu's chromium is a snap; runners have Chrome
+  *" debian "*) KERNEL_PACKAGE=linux-image-amd64 BROWSER_PACKAGE=chromium ;;
+  *) KERNEL_PACKAGE="" BROWSER_PACKAGE="" ;;
 esac
 
 PACKAGES=(
@@ -28,7 +29,7 @@ PACKAGES=(
   python3 python3-venv
   "$KERNEL_PACKAGE"
   make gcc patch libelf1    # the patch loop (--overlay-src) builds overlay.ko on the host
-  chromium                  # tests/test_report_browser.py opens report.html in headless Chromium
+  $BROWSER_PACKAGE          # tests/test_report_browser.py opens report.html in headless Chromium
 )
 
 if [ -z "$KERNEL_PACKAGE" ]; then

@@ -38,7 +38,7 @@ WIDTHS = {"phone": (390, 1400), "wide": (1280, 1000)}
 
 
 def chromium():
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     if found:
         return found
     if os.environ.get("CI"):
