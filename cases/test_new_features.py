@@ -13,8 +13,8 @@ Source: Documentation/filesystems/overlayfs.rst of 7.3,
   visible in overlayfs inodes."  "Only the data of the files in the "data-only" lower layers
   may be visible when a "metacopy" file in one of the lower layers above it, has a
   "redirect" to the absolute path of the "lower data" file in the "data-only" lower layer."
-  "Instead of explicitly enabling "metacopy=on" it is sufficient to specify at least one
-  data-only layer".
+  (The metacopy feature is enabled explicitly: 7.x's document adds that a data-only layer
+  alone is enough, 6.12's does not, and 6.12 refuses it.)
 - "Since kernel version v6.8, directory names containing colons can also be configured as
   lower layer using the "lowerdir+" mount options and the fsconfig syscall from new mount
   api"; "colons in lower layer directory names will be escaped as an octal characters
@@ -72,12 +72,12 @@ def fsmount(guest, params, name):
 
 
 def test_data_only_lower_layer_gives_data_to_a_metacopy_file(guest):
-    """lowerdir=l1::do (no metacopy=on: the data-only layer is enough), read-only: the
-    metacopy file of l1 reads the data of the file its redirect names in the data-only
-    layer, keeps l1's metadata, and nothing of the data-only layer is listed."""
+    """lowerdir=l1::do, metacopy=on, read-only: the metacopy file of l1 reads the data of
+    the file its redirect names in the data-only layer, keeps l1's metadata, and nothing of
+    the data-only layer is listed."""
     require_version(guest, (6, 5), "data-only lower layers")
     l1, do = data_only_layers(guest)
-    ovl = Overlay(guest, "dataonly", [f"{l1}::{do}"])
+    ovl = Overlay(guest, "dataonly", [f"{l1}::{do}"], metacopy="on")
     assert ovl.mount() == 0
     check_composition(guest, ovl.path(), l1)
 
@@ -86,11 +86,17 @@ def test_datadir_plus_adds_a_data_only_layer(guest):
     """The same composition mounted with the new mount API: lowerdir+ l1, datadir+ do."""
     require_version(guest, (6, 8), "the lowerdir+ and datadir+ mount options")
     l1, do = data_only_layers(guest)
-    result, merged = fsmount(guest, [["lowerdir+", l1], ["datadir+", do]], "datadir")
+    result, merged = fsmount(guest, [["lowerdir+", l1], ["datadir+", do], ["metacopy", "on"]],
+                             "datadir")
     assert result == 0
     check_composition(guest, merged, l1)
 
 
+@pytest.mark.known_issue(
+    "a layer added with lowerdir+ is shown in /proc/self/mountinfo as its own lowerdir+= option "
+    "with the colons as they are: ovl_show_options() (fs/overlayfs/params.c, 6.12 and 7.3 alike) "
+    "passes it to seq_show_option(), which escapes commas, equals signs, whitespace and "
+    "backslashes, not colons; the mount itself works", since="6.8")
 def test_lowerdir_plus_takes_a_directory_name_with_colons(guest):
     """lowerdir+ with a directory named a:lower::dir, over a second lower layer: the
     overlay merges both, and /proc/self/mountinfo shows the colons as \\072."""
