@@ -94,10 +94,11 @@ def table(rows, zero_wall):
     seed = [r for r in judged if r[1].get("area") in SEED_AREAS]
     seed_twice = [r for r in seed if len(r[3]) >= 2]
     ratio = 100 * len(killed) / max(1, len(judged))
-    total = sum(r[4] for r in rows) + zero_wall
+    total = sum(r[4] for r in rows) + (zero_wall or 0)
+    zero = f"mutant zero {zero_wall:.0f} s" if zero_wall is not None else "mutant zero from an earlier run"
     lines += ["", f"killed {len(killed)} of {len(judged)} mutants ({ratio:.0f} %); seed areas: "
               f"{sum(1 for r in seed if r[3])} of {len(seed)} killed, {len(seed_twice)} by two or more "
-              f"case runs; mutant zero {zero_wall:.0f} s, all runs {total:.0f} s"]
+              f"case runs; {zero}, all runs {total:.0f} s"]
     return "\n".join(lines)
 
 
@@ -146,7 +147,7 @@ def main():
         stock = outcomes(run_pytest(common, out / "stock", log)[0])
     if args.zero:
         log(f"mutant zero: {args.zero}")
-        zero, zero_wall = outcomes(args.zero), 0.0
+        zero, zero_wall = outcomes(args.zero), None
     else:
         log("mutant zero (the unmodified source, built and substituted):")
         zero_dir = modbuild.patched_copy(pristine, scratch / "tree")
