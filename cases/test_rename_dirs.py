@@ -63,17 +63,21 @@ def test_renaming_a_lower_or_merged_directory_without_redirect_dir_is_exdev(
 
 
 MOVES = {"same_dir": ("d", "d2"), "other_dir": ("d", "t/d3")}
+# redirect_dir=on, or metacopy=on alone: commit d47748e5ae5a, "metacopy=on imply redirect_dir=on"
+ENABLED_BY = {"redirect_dir=on": {"redirect_dir": "on"}, "metacopy=on": {"metacopy": "on"}}
 
 
+@pytest.mark.parametrize("enabled_by", [
+    "redirect_dir=on", pytest.param("metacopy=on", marks=pytest.mark.metacopy)])
 @pytest.mark.parametrize("move", list(MOVES))
 def test_renamed_lower_directory_keeps_its_contents_with_redirect_dir(guest, make_overlay,
-                                                                      lower_dir, move):
-    """redirect_dir=on: rename(2) of a lower directory returns 0; the new name shows the
-    lower contents, the old name is gone, the upper copy carries trusted.overlay.redirect
-    (for a move to another directory: "/d", the original location from the overlay root);
-    all of it again after mounting again."""
+                                                                      lower_dir, move, enabled_by):
+    """redirect_dir=on (or metacopy=on, which implies it): rename(2) of a lower directory
+    returns 0; the new name shows the lower contents, the old name is gone, the upper copy
+    carries trusted.overlay.redirect (for a move to another directory: "/d", the original
+    location from the overlay root); all of it again after mounting again."""
     old, new = MOVES[move]
-    ovl = make_overlay(lowers=[lower_dir], redirect_dir="on")
+    ovl = make_overlay(lowers=[lower_dir], **ENABLED_BY[enabled_by])
     assert ovl.mount() == 0
     want = subtree(guest, lower_dir, old)
     assert guest.rename(ovl.path(old), ovl.path(new)) == 0
