@@ -37,8 +37,8 @@ AREA_CASES = {
     "syncfs": "syncfs or volatile or errseq", "shared_upper": "shared_upper or volatile",
     "metacopy": "metacopy", "lower_changes": "lower_changes",
     "whiteout": "whiteout or readdir", "readdir": "readdir or whiteout", "rename": "rename",
-    "copyup_metadata": "copyup_metadata or metacopy", "inode_numbers": "inode_numbers",
-    "hardlinks_index": "hardlinks_index or metacopy",
+    "copyup_metadata": "copyup_metadata", "inode_numbers": "inode_numbers",
+    "hardlinks_index": "hardlinks_index",
 }
 
 
