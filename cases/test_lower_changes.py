@@ -392,6 +392,26 @@ def test_nfs_lower_dir_renamed_on_server(guest, nfs):
 
 
 @pytest.mark.nfs
+def test_nfs_lower_file_renamed_on_server(guest, nfs):
+    """The file counterpart of the directory rename, with the old inode still alive on the
+    server: `f`, looked up through the overlay, is renamed to f2 on the server. The lookup
+    of f on the server fails, so its NFS dentry revalidates to 0 and the overlay returns
+    ESTALE for f (ovl_revalidate_real()), although the file itself is still there: the
+    new name reads its data through the overlay. No splat in the kernel log."""
+    g = guest
+    start = g.must.kmsg_seq()
+    ovl = nfs.overlay()
+    assert g.read_file(ovl.path("f")) == DATA
+    g.must.rename(f"{nfs.export}/f", f"{nfs.export}/f2")
+
+    probe = Probe(g)
+    assert probe("stat f", "stat", ovl.path("f")) == errno.ESTALE
+    assert probe("open f", "open", ovl.path("f"), os.O_RDONLY) == errno.ESTALE
+    assert probe("read f2", "read_file", ovl.path("f2")) == DATA
+    assert_no_splat(g, start)
+
+
+@pytest.mark.nfs
 def test_nfs_link_cut_and_restored(guest, nfs):
     """overlayfs.rst ("will not result in a crash or deadlock"), nfs(5) "soft": with the
     overlay in use (cwd, dir fd and an open file inside d), the server's end of the veth
