@@ -29,7 +29,7 @@ import struct
 
 import pytest
 
-from overlay_harness import LowerFs
+from overlay_harness import WHOLE_DEVICE_FAULTS, LowerFs
 
 pytestmark = [pytest.mark.copyup_metadata, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -115,23 +115,16 @@ def test_copy_up_of_a_symlink_keeps_its_target_and_owner(guest, ovl, lower_fs):
     assert guest.lstat(ovl.upper_path("d/f")) == errno.ENOENT
 
 
-FAULTS = {
-    "error_writes": ("flakey", {"feature": "error_writes"}),
-    "error": ("error", {}),
-}
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", WHOLE_DEVICE_FAULTS)
 def test_copy_up_onto_a_failing_upper_is_an_error_and_leaves_the_lower_file(guest, upper, ovl,
                                                                            lower_fs, fault):
     """open(O_WRONLY) of d/f while every write to the upper fails: EIO (the copy is fsynced
     before it replaces the lower file). The overlay still shows the lower file, metadata
     and data, during the fault and after the device is healed and the upper filesystem and
     the overlay are mounted again; then a copy-up succeeds and keeps all of it."""
-    mode, kwargs = FAULTS[fault]
     want = {rel: metadata(guest, lower_fs.path(rel)) for rel in ("d", "d/f")}
     guest.must.sync()
-    with upper.dev.failing(mode, **kwargs):
+    with upper.dev.failing(fault):
         assert guest.open(ovl.path("d/f"), os.O_WRONLY) == errno.EIO
         assert metadata(guest, ovl.path("d/f")) == want["d/f"]
         assert guest.must.read_file(ovl.path("d/f")) == DATA

@@ -21,7 +21,7 @@ import os
 
 import pytest
 
-from overlay_harness import LowerFs
+from overlay_harness import WHOLE_DEVICE_FAULTS, LowerFs
 
 pytestmark = [pytest.mark.hardlinks_index, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -91,24 +91,17 @@ def test_index_keeps_hard_links_one_inode(guest, make_overlay, lower_fs):
             assert ovl.mount_again() == 0
 
 
-FAULTS = {
-    "error_writes": ("flakey", {"feature": "error_writes"}),
-    "error": ("error", {}),
-}
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", WHOLE_DEVICE_FAULTS)
 def test_indexed_copy_up_on_a_failing_upper_keeps_the_links(guest, upper, make_overlay,
                                                             lower_fs, fault):
     """index=on, open(O_WRONLY) of f while every write to the upper fails: EIO. After the
     device is healed and the upper filesystem and the overlay are mounted again, f and g
     are still one inode with the lower's content and st_nlink 2; then a write through f
     shows through g."""
-    mode, kwargs = FAULTS[fault]
     ovl = make_overlay(lowers=[lower_fs.path()], index="on")
     assert ovl.mount() == 0
     guest.must.sync()
-    with upper.dev.failing(mode, **kwargs):
+    with upper.dev.failing(fault):
         assert guest.open(ovl.path("f"), os.O_WRONLY) == errno.EIO
     assert ovl.mount_again(upper_fs_too=True) == 0
     (data_f, ino_f, nlink_f), (data_g, ino_g, nlink_g) = view(guest, ovl)

@@ -46,7 +46,7 @@ import stat
 
 import pytest
 
-from overlay_harness import LowerFs, Overlay, guest_script, make_tree
+from overlay_harness import WHOLE_DEVICE_FAULTS, LowerFs, Overlay, guest_script, make_tree
 
 pytestmark = [pytest.mark.metacopy, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -442,12 +442,6 @@ def test_metacopy_without_lower_data_is_an_error(guest, upper, lower_fs):
 
 # -- data copy-up onto a failing upper ---------------------------------------------------------
 
-FAULTS = {
-    "error_writes": ("flakey", {"feature": "error_writes"}),
-    "error": ("error", {}),
-}
-
-
 def read_or_errno(guest, path):
     fd = guest.open(path, os.O_RDONLY)
     if not isinstance(fd, int):
@@ -463,7 +457,7 @@ def assert_lower_bytes_or_error(result, where):
                                 f"(zeros: {result[:64].count(0) == 64})")
 
 
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", WHOLE_DEVICE_FAULTS)
 def test_data_copy_up_onto_failing_upper(guest, upper, lower_fs, fault):
     """Commit 641089c1549d ("ovl: fsync after copy-up") with seed 004 patch 06: the data
     copy-up of a metacopy file writes the data, fsyncs it, and only then removes the
@@ -472,12 +466,11 @@ def test_data_copy_up_onto_failing_upper(guest, upper, lower_fs, fault):
     EIO, the upper keeps trusted.overlay.metacopy (in memory and on disk, checked after
     remounting the upper), and reads return the lower's bytes or a clear error, never
     other bytes (zeros). Once healed, an open for write copies the data up."""
-    mode, kwargs = FAULTS[fault]
     ovl = overlay(guest, upper, [lower_fs.path()], metacopy="on")
     assert ovl.mount() == 0
     assert guest.chown(ovl.path("f"), 1000, 1000) == 0
     guest.must.sync()  # the metadata-only copy is on disk before the fault
-    with upper.dev.failing(mode, **kwargs):
+    with upper.dev.failing(fault):
         assert guest.open(ovl.path("f"), os.O_WRONLY) == errno.EIO
         assert METACOPY in ovl.upper_xattrs("f")
         assert_lower_bytes_or_error(read_or_errno(guest, ovl.path("f")), "during the fault")

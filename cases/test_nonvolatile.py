@@ -170,7 +170,7 @@ def test_overlay_syncfs_reports_a_failing_upper_device(guest, upper, make_overla
     ovl = make_overlay()
     assert ovl.mount() == 0
     fd = ovl.copy_up("f", OLD, flush="fsync")
-    with upper.dev.failing("flakey", feature="error_writes"):
+    with upper.dev.failing("error_writes"):
         guest.must.pwrite(fd, NEW, 0)
         guest.must.write_file(ovl.path("new-file"), b"metadata to write back")
         assert guest.syncfs(fd) == errno.EIO

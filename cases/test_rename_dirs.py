@@ -25,7 +25,7 @@ import errno
 
 import pytest
 
-from overlay_harness import create_file, make_tree, read_tree
+from overlay_harness import WHOLE_DEVICE_FAULTS, create_file, make_tree, read_tree
 
 pytestmark = [pytest.mark.rename, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -115,13 +115,7 @@ def test_redirects_are_followed_with_follow_and_not_with_nofollow(guest, make_ov
     assert guest.rename(ovl.path("e"), ovl.path("e2")) == errno.EXDEV
 
 
-FAULTS = {
-    "error_writes": ("flakey", {"feature": "error_writes"}),
-    "error": ("error", {}),
-}
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", WHOLE_DEVICE_FAULTS)
 def test_renaming_a_directory_on_a_failing_upper_loses_no_lower_entry(guest, upper,
                                                                       make_overlay,
                                                                       lower_dir, fault):
@@ -131,13 +125,12 @@ def test_renaming_a_directory_on_a_failing_upper_loses_no_lower_entry(guest, upp
     consistent: if the rename failed, the directory is at its old name with all its lower
     entries; if it returned 0, at exactly one of the two names, with all of them. A rename
     done before the fault (and synced) stays done."""
-    mode, kwargs = FAULTS[fault]
     ovl = make_overlay(lowers=[lower_dir], redirect_dir="on")
     assert ovl.mount() == 0
     want = subtree(guest, lower_dir, "d")
     assert guest.rename(ovl.path("e"), ovl.path("e2")) == 0
     guest.must.sync()
-    with upper.dev.failing(mode, **kwargs):
+    with upper.dev.failing(fault):
         result = guest.rename(ovl.path("d"), ovl.path("d2"))
     assert ovl.mount_again(upper_fs_too=True) == 0
     present = [name for name in ("d", "d2") if guest.stat(ovl.path(name)) != errno.ENOENT]

@@ -30,7 +30,7 @@ import stat
 
 import pytest
 
-from overlay_harness import create_file, make_tree, read_tree
+from overlay_harness import WHOLE_DEVICE_FAULTS, create_file, make_tree, read_tree
 
 pytestmark = [pytest.mark.whiteout, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -150,13 +150,7 @@ def test_whiteouts_and_opaque_directories_made_offline_are_honoured(guest, make_
     assert read_tree(guest, ovl.path()) == [("d", "dir"), ("d/u", b"upper u"), ("e", b"upper e")]
 
 
-FAULTS = {
-    "error_writes": ("flakey", {"feature": "error_writes"}),
-    "error": ("error", {}),
-}
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", WHOLE_DEVICE_FAULTS)
 def test_removing_lower_entries_on_a_failing_upper_loses_nothing_else(guest, upper, ovl,
                                                                       lower_dir, fault):
     """rm of lower files and rmdir of a lower directory while every write to the upper
@@ -167,14 +161,13 @@ def test_removing_lower_entries_on_a_failing_upper_loses_nothing_else(guest, upp
     lower content, one whose removal returned 0 is either gone or still the lower's, what
     was removed and made before the fault (and synced) stays so, nothing is listed twice or
     unreadable."""
-    mode, kwargs = FAULTS[fault]
     assert guest.unlink(ovl.path("e/x")) == 0
     assert create_file(guest, ovl.path("e/y"), b"upper y") == 0
     guest.must.sync()
     removals = {"f": guest.unlink, "d/a": guest.unlink, "d/sub/c": guest.unlink,
                 "d/sub": guest.rmdir}
     results = {}
-    with upper.dev.failing(mode, **kwargs):
+    with upper.dev.failing(fault):
         for rel, call in removals.items():
             results[rel] = call(ovl.path(rel))
     assert ovl.mount_again(upper_fs_too=True) == 0

@@ -36,7 +36,7 @@ _API = {
     "Guest": "library.guest", "StepFailed": "library.guest", "CallFailed": "library.guest",
     "CommandFailed": "library.guest",
     "ScratchDevice": "library.devices", "Filesystem": "library.devices", "LowerFs": "library.devices",
-    "FILESYSTEMS": "library.devices",
+    "FILESYSTEMS": "library.devices", "WHOLE_DEVICE_FAULTS": "library.devices",
     "Overlay": "library.overlay", "make_tree": "library.overlay", "read_tree": "library.overlay",
     "create_file": "library.overlay",
     "NfsLower": "library.nfs", "skip_unless_nfs": "library.nfs",

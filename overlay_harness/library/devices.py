@@ -153,6 +153,8 @@ class ScratchDevice:
             self.targeted(*paths)
         elif mode == "error":
             self.error()
+        elif mode == "error_writes":
+            self.flakey(feature="error_writes")
         elif mode == "flakey":
             self.flakey(**kwargs)
         else:
@@ -163,8 +165,9 @@ class ScratchDevice:
         """A fault window without writeback of its own: the faulty table while the block
         runs, healed when it ends (also when it fails).
 
-        mode: 'targeted' (paths= files whose data writes fail), 'error', or
-        'flakey' (kwargs up/down/feature).
+        mode: 'targeted' (paths= files whose data writes fail), 'error' (every read and
+        write fails), 'error_writes' (every write fails, reads work: dm-flakey with that
+        feature), or 'flakey' (kwargs up/down/feature).
         """
         self._load_fault(mode, paths, kwargs)
         try:
@@ -188,6 +191,10 @@ class ScratchDevice:
         window.io_errors = [line for line in g.kmsg_lines(start)
                             if "I/O error" in line or "error writing" in line.lower()]
 
+
+# The whole device failing, the two ways a case under faults is run: every write failing
+# (reads work), and every read and write failing.
+WHOLE_DEVICE_FAULTS = ("error_writes", "error")
 
 # mkfs argv and mount data per upper filesystem kind; mkfs options keep formatting cheap
 # (lazy inode table and journal init; no discard, which on a fresh sparse file only costs:
