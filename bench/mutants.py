@@ -63,8 +63,8 @@ def outcomes(summary_path):
 def run_pytest(args, results_dir, log):
     """One run of the suite; its summary.json path and wall time."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--results-dir",
-            str(results_dir), *args]
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            f"--results-dir={results_dir}", *args]
     start = time.monotonic()
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - start

@@ -44,7 +44,7 @@ def edited_copy(pristine, scratch, patch):
 
 def module_route(src, kernel_arg, pytest_args, results):
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
-            f"--overlay-src={src}", "--results-dir", str(results), *pytest_args]
+            f"--overlay-src={src}", f"--results-dir={results}", *pytest_args]
     if kernel_arg:
         argv.append(f"--kernel={kernel_arg}")
     start = time.monotonic()

@@ -96,7 +96,7 @@ def verdict(summary, pytest_status):
 
 def run_cases(tree, pytest_args, results_dir, python=sys.executable):
     argv = [python, "-m", "pytest", "-p", "overlay_harness.results.recorder", "-p", "no:cacheprovider",
-            "--kernel", str(tree), "--results-dir", str(results_dir), *pytest_args]
+            f"--kernel={tree}", f"--results-dir={results_dir}", *pytest_args]
     if BOOT_CASE not in pytest_args:
         argv.append(BOOT_CASE)
     log("running: " + " ".join(argv))

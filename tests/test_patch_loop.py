@@ -33,7 +33,7 @@ def source(tmp_path, pristine, patch=None):
 
 def run(tmp_path, *args):
     p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA",
-                        "--results-dir", str(tmp_path / "results"), *args],
+                        f"--results-dir={tmp_path / 'results'}", *args],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     return p.returncode, p.stdout + p.stderr
 

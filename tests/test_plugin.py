@@ -142,7 +142,7 @@ def test_reruns_repeat_harness_errors_never_assertions(pytester, image):
     pytester.makepyfile(test_flaky=FLAKY)
     pytester.makeconftest(SPLAT)
     result = pytester.runpytest(*PLUGINS, f"--kernel={image}", "--accel", "tcg", "--reruns", "2",
-                                "--results-dir", str(pytester.path / "results"))
+                                f"--results-dir={pytester.path / 'results'}")
     names = ("lost", "assert", "plain", "splat")
     counts = {n: int((pytester.path / f"{n}.count").read_text()) for n in names}
     assert counts == {"lost": 2, "assert": 1, "plain": 3, "splat": 1}, counts  # plain: rerunfailures' rule
@@ -172,7 +172,7 @@ def test_a_quarantined_failure_is_reported_apart_and_passes_the_run(pytester, im
     pytester.makepyfile(test_q=QUARANTINED)
     quarantine_file(pytester.path / "quarantine.toml", datetime.date.today() + datetime.timedelta(days=30))
     result = pytester.runpytest(*PLUGINS, f"--kernel={image}", "--accel", "tcg",
-                                "--results-dir", str(pytester.path / "results"))
+                                f"--results-dir={pytester.path / 'results'}")
     assert result.ret == 0
     out = result.stdout.str()
     counts = result.parseoutcomes()   # warnings may sit between them, when run after other tests
@@ -197,7 +197,7 @@ def test_an_expired_quarantine_fails_the_run(pytester, image):
     quarantine_file(pytester.path / "q.toml", datetime.date.today() - datetime.timedelta(days=1),
                     case="test_q.py::test_fine")
     result = pytester.runpytest(*PLUGINS, f"--kernel={image}", "--accel", "tcg",
-                                "--quarantine", str(pytester.path / "q.toml"), "-k", "fine")
+                                f"--quarantine={pytester.path / 'q.toml'}", "-k", "fine")
     assert result.ret == 1
     assert "EXPIRED quarantine of test_q.py::test_fine: fails one run in twenty" in result.stdout.str()
 
@@ -221,7 +221,7 @@ def test_failures_become_github_annotations(pytester, image, monkeypatch):
     pytester.makepyfile(test_q=QUARANTINED)
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     result = pytester.runpytest(*PLUGINS, f"--kernel={image}", "--accel", "tcg",
-                                "--results-dir", str(pytester.path / "results"))
+                                f"--results-dir={pytester.path / 'results'}")
     assert result.ret == 1
     result.stdout.fnmatch_lines([
         "::error file=test_q.py,line=1,title=failed (call)%3A test_q.py%3A%3Atest_flaky on 6.9.0-test::"
@@ -245,3 +245,21 @@ def test_under_xdist_a_passive_controller_prints_what_its_workers_found(pytester
     head, _, tail = out.partition("=== overlay-harness ===")
     assert "kernel:" not in head
     assert f"kernel: {kernel_mod.installed()[0].release} " in tail
+
+
+def test_a_path_given_to_an_option_as_a_separate_word_is_one_usage_error(pytester, tmp_path_factory):
+    """`--results-dir /elsewhere`: pytest would take /elsewhere for a test path when it picks
+    its root directory (before the plugin's options exist), lose the project's testpaths and
+    collect the failing test outside them. The plugin stops before any collection; the
+    one-word form runs the project's tests only."""
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ntestpaths = ["checks"]\n')
+    pytester.mkdir("checks")
+    (pytester.path / "checks" / "test_in.py").write_text("def test_in():\n    pass\n")
+    pytester.makepyfile(test_outside="def test_outside():\n    assert False\n")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    result = pytester.runpytest(*PLUGINS, "--results-dir", str(elsewhere))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"write --results-dir={elsewhere} (one word)" in result.stderr.str()
+    assert "collected" not in result.stdout.str()
+    result = pytester.runpytest(*PLUGINS, f"--results-dir={elsewhere}")
+    result.assert_outcomes(passed=1)

@@ -67,7 +67,7 @@ def run_case(tmp_path, kernel, accel):
     (tmp_path / "replay_probe.py").write_text(PROBE)
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "replay_probe", CASE,
-         "--save-reproducers", "--results-dir", str(tmp_path / "results"), "--accel", accel,
+         "--save-reproducers", f"--results-dir={tmp_path / 'results'}", "--accel", accel,
          f"--kernel={kernel.run_arg}"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
         env=dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))

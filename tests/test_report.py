@@ -83,10 +83,10 @@ def suite(pytester, request):
 
     def run(*kernels, extra=(), subprocess=False):
         args = ["-p", "overlay_harness.plugin", "-p", "overlay_harness.results.recorder", "--accel", "tcg",
-                "--results-dir", str(pytester.path / "results"), "-p", "no:cacheprovider",
+                f"--results-dir={pytester.path / 'results'}", "-p", "no:cacheprovider",
                 "-o", "xfail_strict=true", *extra]
         for k in kernels:
-            args += ["--kernel", str(images[k])]
+            args += [f"--kernel={images[k]}"]
         runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
         result = runner(*args)
         runs = sorted((pytester.path / "results").glob("*/summary.json"))

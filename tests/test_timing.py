@@ -56,9 +56,9 @@ def run(pytester):
 
     def run(*extra, kernels=1, subprocess=False):
         args = ["-p", "overlay_harness.plugin", "-p", "overlay_harness.results.recorder", "--accel", "tcg",
-                "--results-dir", str(pytester.path / "results"), "-p", "no:cacheprovider", *extra]
+                f"--results-dir={pytester.path / 'results'}", "-p", "no:cacheprovider", *extra]
         for image in images[:kernels]:
-            args += ["--kernel", str(image)]
+            args += [f"--kernel={image}"]
         result = (pytester.runpytest_subprocess if subprocess else pytester.runpytest)(*args)
         timings = sorted((pytester.path / "results").glob("*/timing.json"))
         return result, json.loads(timings[-1].read_text()) if timings else None

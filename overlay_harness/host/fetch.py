@@ -523,7 +523,7 @@ def main(argv=None):
     for spec in args.specs:
         try:
             k = fetch(spec, args.cache, force=args.force, archive=archive)
-            print(f"  --kernel {k.image}")
+            print(f"  --kernel={k.image}")
             if args.headers:
                 print(f"  headers: {fetch_headers(k.release, args.cache, archive=archive)}")
             if args.source:

@@ -24,6 +24,7 @@ SETTINGS = {
 }
 PATH_SETTINGS = {"results_dir", "quarantine"}  # relative to the ini file's directory
 _DEFAULTS = {}  # every option of the group: dest -> its default (to tell when one was given)
+_VALUED = set()  # the options of the group that take a value
 
 # The fixtures that make a test a harness test (each needs a VM).
 HARNESS_FIXTURES = frozenset({"kernel", "vm", "guest", "upper", "lower", "make_overlay"})
@@ -39,6 +40,8 @@ def pytest_addoption(parser):
     def add(name, default=None, **kw):
         g.addoption(name, default=default, **kw)
         _DEFAULTS[name.lstrip("-").replace("-", "_")] = default
+        if kw.get("action") not in ("store_true", "store_false"):
+            _VALUED.add(name)
 
     add("--kernel", action="append", default=[], metavar="KERNEL",
         help="bzImage/vmlinuz path, kernel build tree, or installed release "
@@ -126,6 +129,24 @@ MARKERS = [
 ]
 
 
+def check_path_words(args, invocation_dir):
+    """A path given to one of the group's options as a separate word is a usage error.
+    pytest picks its root directory and reads pyproject.toml from the command line's
+    existing paths before any plugin has declared its options, so it takes that path for
+    a test path: outside the project, it loses the project's settings (testpaths,
+    xfail_strict, addopts) and collects everything under the current directory."""
+    for opt, value in zip(args, args[1:], strict=False):
+        if opt in _VALUED and (Path(invocation_dir) / value).exists():
+            raise pytest.UsageError(
+                f"{opt} {value}: write {opt}={value} (one word). pytest chooses its root "
+                "directory and configuration from the command line's paths before it knows "
+                f"{opt}, so it would take {value} for a test path.")
+
+
+@pytest.hookimpl(tryfirst=True)  # before session.py resolves the kernels these options name
 def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # xdist workers get their arguments from the controller
+        check_path_words([str(a) for a in config.invocation_params.args],
+                         config.invocation_params.dir)
     for name, doc in MARKERS:
         config.addinivalue_line("markers", f"{name}: {doc}")
