@@ -3,7 +3,7 @@
 # what to install): host packages the guest needs
 # (the guest boots on the host's root filesystem), the default kernel, and a
 # virtual environment with the Python dependencies in .venv/.
-# Nothing is started on the host: sshd is installed for the guest only.
+# Nothing is started on the host: the NFS server is installed for the guest only.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,7 +23,7 @@ case " $ID $ID_LIKE " in
 esac
 
 PACKAGES=(
-  qemu-system-x86 openssh-server openssh-client busybox-static udev kmod iproute2
+  qemu-system-x86 busybox-static udev kmod iproute2
   dmsetup e2fsprogs xfsprogs btrfs-progs attr util-linux
   nfs-kernel-server nfs-common rpcbind
   python3 python3-venv
@@ -43,7 +43,7 @@ else
 
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
-    # Keep package scripts from starting services (sshd) on the host.
+    # Keep package scripts from starting services (rpcbind, the NFS server) on the host.
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       guard=/usr/sbin/policy-rc.d

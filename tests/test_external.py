@@ -3,7 +3,7 @@ one case file, no conftest.py) runs its case on a booted kernel with overlay-har
 from its wheel into a fresh virtual environment outside the checkout.
 
 Offline: the wheel is built without build isolation, and the new environment sees the
-dependencies (pytest, virtme-ng, paramiko, ...) of this project's .venv through a .pth line
+dependencies (pytest, virtme-ng, pyroute2, ...) of this project's .venv through a .pth line
 naming a directory of links to them, overlay-harness' own entries left out, so that it
 imports overlay_harness from the wheel only, never from this checkout."""
 

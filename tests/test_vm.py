@@ -1,4 +1,5 @@
-"""The harness against a real booted kernel: agent over SSH, console log, clean teardown."""
+"""The harness against a real booted kernel: the agent over its virtio-serial port, console log,
+clean teardown."""
 
 import errno
 import os
@@ -12,25 +13,33 @@ from overlay_harness.library.guest import Guest
 pytestmark = pytest.mark.vm
 
 
-def listening_sockets(port):
-    """(local address, port) pairs in LISTEN state for `port`, from /proc/net/tcp{,6}."""
-    found = []
+def listening_tcp_inodes():
+    """Socket inodes in LISTEN state, from /proc/net/tcp{,6}."""
+    found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = open(table).read().splitlines()[1:]
         except FileNotFoundError:
             continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            addr, p = local.split(":")
-            if state == "0A" and int(p, 16) == port:
-                found.append((addr, int(p, 16)))
+        for fields in (line.split() for line in lines):
+            if fields[3] == "0A":
+                found.add(fields[9])
     return found
 
 
+def socket_inodes(pid):
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
 
 
-def test_agent_answers_over_ssh_on_the_chosen_kernel(vm, kernel):
+def test_agent_answers_on_the_chosen_kernel(vm, kernel):
     g = Guest(vm.agent)
     info = g.ping()
     assert info["release"] == kernel.release == vm.guest_release
@@ -40,10 +49,14 @@ def test_agent_answers_over_ssh_on_the_chosen_kernel(vm, kernel):
     assert "Linux version" in " ".join(r[3] for r in g.kmsg(-1)[:5])
 
 
-def test_ssh_listens_on_loopback_only(vm):
-    socks = listening_sockets(vm.port)
-    assert socks, f"nothing listens on port {vm.port}"
-    assert all(addr in ("0100007F", "00000000000000000000000001000000") for addr, _ in socks), socks
+def test_the_agent_port_is_the_users_alone_and_nothing_listens_on_tcp(vm):
+    """The agent's socket sits in a directory only its user can enter, and the VM's QEMU
+    listens on no TCP port (no SSH, no port forwarding)."""
+    assert (vm.socket_dir / "agent.sock").is_socket()
+    assert vm.socket_dir.stat().st_mode & 0o777 == 0o700
+    pids = qemu_processes(vm.name)
+    assert pids, f"no QEMU for {vm.name}"
+    assert not socket_inodes(pids[0]) & listening_tcp_inodes()
 
 
 def test_console_log_is_kept_per_vm(vm):
@@ -70,10 +83,11 @@ def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_
         assert qemu_processes("ovh-selftest-teardown"), "no QEMU for the VM while it runs"
         g = Guest(machine.agent)
         assert g.ping()["release"] == kernel.release
-        # The SSH key is the VM's own: vng's HOME is the VM's private directory.
-        key_dir = tmp_path / "vm" / "home" / ".cache/virtme-ng/.ssh"
-        assert (key_dir / "id_virtme").is_file()
-        assert f"virtme_ssh_cache={key_dir}" in g.must.read_file("/proc/cmdline").decode()
+        # The agent's channel is the VM's own virtio-serial port: its socket lives as long
+        # as the VM, and the guest has no NIC (nothing to reach the host's network with).
+        sock_dir = machine.socket_dir
+        assert (sock_dir / "agent.sock").is_socket()
+        assert g.must.listdir("/sys/class/net") == ["lo"]
         # Devices, a filesystem and faults, all in the guest, none on the host.
         g.must.mkdir("/run/selftest")
         g.must.mount("selftest", "/run/selftest", "tmpfs", 0, None)
@@ -92,3 +106,4 @@ def test_a_vm_stops_without_leaving_qemu_and_never_touches_the_host(kernel, tmp_
     wait_for(lambda: not qemu_processes("ovh-selftest-teardown"), 10)
     assert qemu_processes("ovh-selftest-teardown") == []
     assert not machine.alive()
+    assert not sock_dir.exists()

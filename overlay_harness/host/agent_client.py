@@ -110,8 +110,8 @@ class LineChannel:
         self._close()
 
     @classmethod
-    def from_paramiko(cls, chan):
-        return cls(chan.sendall, chan.recv, chan.fileno, chan.close)
+    def from_socket(cls, sock):
+        return cls(sock.sendall, sock.recv, sock.fileno, sock.close)
 
     @classmethod
     def from_process(cls, proc):

@@ -2,7 +2,7 @@
 piece is named with its fix instead of showing up midway as a boot error.
 
 The guest boots on the host's root filesystem (virtme-ng), so the tools the guest runs
-(sshd, python3, dmsetup, mkfs.xfs, the NFS server, ...) must be installed on the host.
+(python3, dmsetup, mkfs.xfs, the NFS server, ...) must be installed on the host.
 `python -m overlay_harness.preflight` prints the same list; setup.sh runs it last.
 """
 
@@ -18,7 +18,6 @@ from .vng import BootError, mem_available_bytes, size_bytes, vng_command
 # (command, what needs it, Debian/Ubuntu package, blocking)
 COMMANDS = [
     ("qemu-system-x86_64", "the host, to run the VM", "qemu-system-x86", True),
-    ("sshd", "the guest (sshd is started in the guest only)", "openssh-server", True),
     ("python3", "the guest agent", "python3", True),
     ("modprobe", "the guest, to load modules", "kmod", True),
     ("losetup", "the guest's scratch devices", "util-linux", True),

@@ -45,7 +45,7 @@ def vng_env(vng, **overrides):
 def spawn_vng(argv, log_path, home, stdin=subprocess.PIPE):
     """Start argv under host/reaper.py, output to log_path; (Popen, pgid file)."""
     pgid_file = Path(log_path).with_suffix(".pgid")
-    env = vng_env(argv[0], HOME=str(home))  # vng keeps its SSH keys under $HOME: fresh per VM
+    env = vng_env(argv[0], HOME=str(home))  # vng keeps its cache under $HOME: fresh per VM
     with open(log_path, "ab") as own_output:  # the reaper's own complaints, if any
         proc = subprocess.Popen(
             [sys.executable, "-m", "overlay_harness.host.reaper", "--parent", str(os.getpid()),

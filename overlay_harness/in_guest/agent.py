@@ -21,7 +21,6 @@ import errno
 import json
 import mmap
 import os
-import socket
 import sys
 import time
 
@@ -582,11 +581,6 @@ class Agent:
             wfile.flush()
 
 
-SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFADDR, SIOCSIFADDR, SIOCSIFNETMASK = (
-    0x8913, 0x8914, 0x8915, 0x8916, 0x891C)
-IFF_UP = 0x1
-
-
 # struct dm_ioctl (linux/dm-ioctl.h): version[3], data_size, data_start, target_count,
 # open_count, flags, event_nr, padding, dev, name[128], uuid[129], data[7]: 312 bytes.
 DM_IOCTL_FMT = "=3IIIIiIIIQ128s129s7s"
@@ -635,93 +629,57 @@ def dm_kernel_name(reply):
     return f"dm-{(dev & 0xFF) | ((dev >> 12) & ~0xFF)}"
 
 
-def _ifreq_addr(name, dotted):
-    """struct ifreq carrying a struct sockaddr_in."""
-    import struct
-    return struct.pack("16sHH4s8x", name.encode(), socket.AF_INET, 0, socket.inet_aton(dotted))
+USAGE = """usage: agent.py [--port NAME]
+  (no option)   serve requests on stdin/stdout
+  --port NAME   serve the host on the virtio-serial port called NAME (in the guest)"""
 
 
-def ensure_network(timeout=20.0):
-    """Make sure the virtio NIC carries slirp's guest address (10.0.2.15/24).
-
-    virtme-ng starts DHCP on the NIC while udev may still be renaming it
-    (eth0 -> enp0sN); when that race is lost the NIC stays down and SSH never
-    answers. Configure it statically in that case, with ioctls: no process to
-    start over 9p.
-    """
-    import fcntl
-    import struct
-    deadline = time.monotonic() + timeout
-    nic = None
-    while nic is None and time.monotonic() < deadline:
-        for name in sorted(os.listdir("/sys/class/net")):
-            drv = f"/sys/class/net/{name}/device/driver"
-            if os.path.exists(drv) and os.path.basename(os.readlink(drv)) == "virtio_net":
-                nic = name
-                break
-        else:
-            time.sleep(0.1)
-    if nic is None:
-        print("agent: no virtio NIC found", file=sys.stderr, flush=True)
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            fcntl.ioctl(s, SIOCGIFADDR, _ifreq_addr(nic, "0.0.0.0"))
-            return  # DHCP did its job
-        except OSError as e:
-            if e.errno != errno.EADDRNOTAVAIL:
-                raise
-        fcntl.ioctl(s, SIOCSIFADDR, _ifreq_addr(nic, "10.0.2.15"))
-        fcntl.ioctl(s, SIOCSIFNETMASK, _ifreq_addr(nic, "255.255.255.0"))
-        req = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", nic.encode(), 0))
-        flags = struct.unpack_from("16sH", req)[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", nic.encode(), flags | IFF_UP))
-    print(f"agent: {nic} had no address (virtme-ng DHCP lost a race with udev); "
-          "set 10.0.2.15/24", file=sys.stderr, flush=True)
+def port_device(name):
+    """/dev/vportNpM of the virtio-serial port called `name`."""
+    for dev in os.listdir("/sys/class/virtio-ports"):
+        with open(f"/sys/class/virtio-ports/{dev}/name") as f:
+            if f.read().strip() == name:
+                return f"/dev/{dev}"
+    raise SystemExit(f"agent: no virtio-serial port named {name}")
 
 
-USAGE = """usage: agent.py [--listen HOST:PORT] [--ensure-network]
-  (no option)        serve requests on stdin/stdout
-  --listen H:P       serve connections on a TCP address (in the guest: its loopback)
-  --ensure-network   first give the VM's NIC slirp's address if DHCP did not (guest only)"""
+def serve_port(agent, fd):
+    """Serve requests on a virtio-serial port for as long as the guest runs. A read gives
+    0 bytes while the host end is not connected (before the host connects, or after it
+    went away): wait for it and start afresh."""
+    buf = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            buf = b""
+            time.sleep(0.02)
+            continue
+        buf += chunk
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            if line.strip():
+                out = memoryview(json.dumps(agent.handle(line)).encode() + b"\n")
+                try:
+                    while out:
+                        out = out[os.write(fd, out):]
+                except OSError as e:  # the host went away mid-answer
+                    print(f"agent: answer lost: {e}", file=sys.stderr, flush=True)
 
 
 def main(argv):
     # No argparse: every import costs time when the guest reads the stdlib over 9p.
-    listen, net = None, False
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg == "--listen" and args:
-            listen = args.pop(0)
-        elif arg == "--ensure-network":
-            net = True
-        else:
-            print(USAGE, file=sys.stderr)
-            return 2
+    if argv and (len(argv) != 2 or argv[0] != "--port"):
+        print(USAGE, file=sys.stderr)
+        return 2
     agent = Agent()
-    if not listen:
+    if not argv:
         agent.serve(sys.stdin.buffer, sys.stdout.buffer)
         return 0
-    if net:
-        t = time.monotonic()
-        ensure_network()
-        print(f"agent: network checked in {time.monotonic() - t:.2f} s", file=sys.stderr, flush=True)
-    host, _, port = listen.rpartition(":")
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((host, int(port)))
-    srv.listen(1)
+    fd = os.open(port_device(argv[1]), os.O_RDWR)
     with open("/proc/uptime") as f:
         uptime = f.read().split()[0]
-    print(f"{READY_MARK} {port} {os.uname().release} uptime {uptime}", flush=True)
-    while True:
-        conn, _ = srv.accept()
-        with conn, conn.makefile("rb") as r, conn.makefile("wb") as w:
-            try:
-                agent.serve(r, w)
-            except (ConnectionError, OSError) as e:
-                print(f"agent: connection lost: {e}", file=sys.stderr, flush=True)
+    print(f"{READY_MARK} {argv[1]} {os.uname().release} uptime {uptime}", flush=True)
+    serve_port(agent, fd)
 
 
 if __name__ == "__main__":
