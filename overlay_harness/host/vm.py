@@ -6,8 +6,8 @@ end is a Unix socket of this VM's own; wait for the agent's ready line on the
 console; connect to the socket; ping. Every wait has a deadline; a boot that
 dies or times out raises BootError quoting the console.
 
-The port, not SSH: no NIC, no sshd and no cipher in the guest, where under TCG an
-SSH round trip cost about 24 ms and a virtio-serial one costs under 2 ms.
+The port, not SSH: no NIC, no sshd and no cipher in the guest. Under TCG, measured the
+same hour (bench/boot.py), an agent round trip took 9.6 ms over SSH and 1.7 ms over the port.
 """
 
 import logging
