@@ -10,6 +10,7 @@ import pytest
 
 from ..host import kernel as kernel_mod
 from ..host.agent_client import HarnessError
+from ..library import tracing
 from ..library.devices import Filesystem, ScratchDevice
 from ..library.features import prepare_guest, require
 from ..library.guest import Guest
@@ -49,7 +50,8 @@ def _boot(machine, state, single=True):
     try:
         with announce_boot(state.config, machine):
             machine.restart() if machine.proc else machine.start()
-        state.use(machine).facts = prepare_guest(machine)
+        state.use(machine).facts = prepare_guest(machine,
+                                                 coverage=state.config.getoption("coverage"))
     except HarnessError as e:
         machine.stop()
         message = f"{machine.kernel.release}: the VM did not boot: {e}"
@@ -100,11 +102,17 @@ def guest(vm, request):
         request.node.user_properties += [(BOOT_PROP, round(vm.timings["ready"], 2)),
                                          (BOOT_ACCEL_PROP, vm.accel.name)]
         use.reported_boots = vm.boots
+        if use.facts and use.facts.traced:  # the module's functions, as this kernel has them
+            request.node.user_properties.append(
+                (tracing.PROP_MODULE_FUNCTIONS, use.facts.traced.as_property()))
     apply_known_issues(request, vm.guest_release)
     path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
     g = Guest(vm.agent, release=vm.guest_release, label=vm.kernel.release, vm=vm, scratch=path,
               facts=use.facts)
     house = Guest(vm.agent)  # the harness's own bookkeeping: kept out of the case's call log
+    traced = bool(use.facts and use.facts.traced)
+    if traced:
+        house.must.trace_functions()  # what ran since the last case is no case's
     kmsg = house.must.kmsg_seq()
     request.node.stash[CASE_KEY] = CaseState(
         guest=g, vm=vm, kmsg_start=kmsg, kmsg_checked=kmsg,
@@ -121,6 +129,8 @@ def guest(vm, request):
     g.must.chdir("/")
     open_fds = g.must.close_all()  # open files would keep the mounts busy
     errors = g.run_deferred()
+    if traced:  # the case's own calls and its cleanup (unmounts, evictions)
+        _record_functions(request.node, house.must.trace_functions())
     leaks = [f"mount {m}" for m in house.mounts() if m not in before_mounts]
     leaks += [f"block device {d}" for d in guest_block_devices(house) if d not in before_devs]
     if leaks:
@@ -162,6 +172,12 @@ def make_overlay(guest, upper, lower):
     def make(name="ovl", lowers=None, merged=None, **options):
         return Overlay(guest, name, lowers or [lower], upper, merged=merged, **options)
     return make
+
+
+def _record_functions(item, trace):
+    item.user_properties.append((tracing.PROP_FUNCTIONS, " ".join(trace["functions"])))
+    if trace["lost"]:
+        item.user_properties.append((tracing.PROP_FUNCTIONS_LOST, str(trace["lost"])))
 
 
 def _remove_scratch(g, path):

@@ -28,6 +28,7 @@ import pytest
 from ..host import kernel as kernel_mod
 from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of, set_property
 from ..plugin.timing import timing_of
+from . import coverage as coverage_mod
 from .model import (
     PROP_CASE,
     PROP_CONSOLE,
@@ -119,10 +120,12 @@ class ReportPlugin:
         self.results = Results([k.label for k in state.kernels] if active else [])
         self.written = None
         self.annotations = []  # GitHub Actions: a line per failed or quarantined case
+        self.coverage = coverage_mod.Coverage()  # --coverage: the overlay functions each case reached
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case
     def pytest_runtest_logreport(self, report):
         self.results.add(report)
+        self.coverage.add(report)
         _junit_evidence(self.config, report)
         self._annotate(report)
 
@@ -156,6 +159,9 @@ class ReportPlugin:
         if regs and tr is not None:
             tr.stats.setdefault("regressed", []).extend(regs)
         self.written, _ = _write_outputs(session, res, session.exitstatus)
+        if self.coverage:
+            (self.written / "coverage.json").write_text(
+                json.dumps(self.coverage.to_json(), indent=1) + "\n")
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config):
         res = self.results
@@ -172,6 +178,10 @@ class ReportPlugin:
             tr.write_sep("=", f"{len(regs)} regression{'s' if len(regs) != 1 else ''}", red=True, bold=True)
             for c, k, o in regs:
                 tr.write_line(regression_line(res, c, k, o), red=True)
+        if self.coverage:
+            tr.write_sep("=", "overlay function coverage")
+            for line in coverage_mod.summary_lines(self.coverage, _source_maps(_state(config))):
+                tr.write_line(line)
         if self.written:
             tr.write_line(f"overlay-harness results: {self.written}/summary.json, "
                           f"{self.written}/report.html")
@@ -183,6 +193,14 @@ def pytest_configure(config):
     if hasattr(config, "workerinput"):
         return  # an xdist worker: only makereport runs there; the controller reports
     config.pluginmanager.register(ReportPlugin(config), "overlay-harness-report")
+
+
+def _source_maps(state):
+    """{kernel label: {function: source file}} for the kernels whose source is at hand."""
+    if state is None:
+        return {}
+    src = state.config.getoption("overlay_src")
+    return {k.label: coverage_mod.source_map(k.release, src) for k in state.kernels}
 
 
 def _junit_evidence(config, report):
