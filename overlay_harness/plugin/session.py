@@ -244,6 +244,8 @@ def pytest_testnodedown(node, error):
         state._accel = accel_mod.Accel(**out["ovh_accel"])
     if out.get("ovh_header") and state.worker_header is None:
         state.worker_header = out["ovh_header"]
+    if out.get("ovh_boot_failure") and state.boot_failure is None:
+        state.boot_failure = out["ovh_boot_failure"]  # the recorder writes it into summary.json
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -390,11 +392,18 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("upper_fs", kinds)
 
 
+@pytest.hookimpl(tryfirst=True)  # the status is final before the recorder writes it
 def pytest_sessionfinish(session, exitstatus):
     state = session.config.stash.get(STATE_KEY, None)
     if state is None:
         return
     state.stop_all()
+    if state.worker is not None and state.boot_failure:
+        session.config.workeroutput["ovh_boot_failure"] = state.boot_failure
+    elif state.boot_failure and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        # xdist controller: a worker's VM did not boot and xdist stopped the run with the
+        # reason ("Interrupted: ..."); the status is the one a single process ends with
+        session.exitstatus = 3
     if state.worker is not None and state.active:  # an xdist worker: tell the controller
         session.config.workeroutput["ovh_header"] = header_lines(state, resolve=False)
         if state.known_accel is not None:
