@@ -1,8 +1,14 @@
-"""The plugin's per-VM records: one per kernel, though a worker's VMs share its name."""
+"""The plugin's per-VM records: one per kernel, though a worker's VMs share its name; and the
+number of workers `-n auto` starts."""
 
 from types import SimpleNamespace
 
+import pytest
+
+from overlay_harness.plugin import session
 from overlay_harness.plugin.session import HarnessState
+
+pytest_plugins = ["pytester"]
 
 
 def test_each_kernels_vm_of_a_worker_has_its_own_record():
@@ -13,3 +19,32 @@ def test_each_kernels_vm_of_a_worker_has_its_own_record():
     state.use(vm61).facts = "6.1's modules"
     assert state.use(vm73).facts is None          # a 7.3 boot does not inherit 6.1's facts
     assert state.use(vm61).facts == "6.1's modules"
+
+
+def auto_workers(pytester, monkeypatch, *args, available_gib):
+    """What `-n auto` would start, and xdist's own CPU count, with `available_gib` free memory."""
+    xdist_plugin = pytest.importorskip("xdist.plugin")
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    monkeypatch.setattr(session, "mem_available_bytes", lambda: available_gib << 30)
+    config = pytester.parseconfig("-p", "overlay_harness.plugin", "-p", "xdist", *args)
+    return config.hook.pytest_xdist_auto_num_workers(config=config), \
+        xdist_plugin.pytest_xdist_auto_num_workers(config)
+
+
+def test_auto_workers_are_as_many_as_the_free_memory_holds(pytester, monkeypatch):
+    """--vm-memory=20G with 23 GiB free: one VM fits, whatever the CPUs (the review measured
+    xdist's CPU count winning: 2 on 2 CPUs)."""
+    chosen, cpus = auto_workers(pytester, monkeypatch, "--vm-memory=20G", available_gib=23)
+    if cpus < 2:
+        pytest.skip("one CPU: the CPU count and the memory agree")
+    assert chosen == 1
+    chosen, cpus = auto_workers(pytester, monkeypatch, "--vm-memory=1G", available_gib=1024)
+    assert chosen == cpus  # memory to spare: one worker per CPU
+
+
+def test_auto_workers_of_a_passive_plugin_are_xdists(pytester, monkeypatch):
+    chosen, cpus = auto_workers(pytester, monkeypatch, available_gib=1)
+    assert chosen == cpus
+    pytester.makeconftest('pytest_plugins = ["overlay_harness.plugin"]\n')  # a project of harness cases
+    chosen, cpus = auto_workers(pytester, monkeypatch, available_gib=3)
+    assert chosen == 1  # 3 GiB hold one 2G VM and its QEMU

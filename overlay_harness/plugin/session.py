@@ -248,12 +248,29 @@ def pytest_testnodedown(node, error):
         state.boot_failure = out["ovh_boot_failure"]  # the recorder writes it into summary.json
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # xdist's own answers (a CPU count) otherwise
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: one VM per worker, as many as the cores and the free memory allow."""
+    """`-n auto` in a run of the harness: one VM per worker, as many as the CPUs (xdist's
+    count) and the free memory allow. A passive plugin (no option or setting of the group,
+    no conftest that loads it), or $PYTEST_XDIST_AUTO_NUM_WORKERS, leaves xdist's count."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or not (given(config) or loaded_by_conftest(config)):
+        return None
+    from xdist.plugin import pytest_xdist_auto_num_workers as by_cpus
+
     per_vm = size_bytes(config.getoption("vm_memory")) + (512 << 20)  # + QEMU's own
     by_memory = (mem_available_bytes() or per_vm) // per_vm
-    return max(1, min(os.cpu_count() or 1, by_memory))
+    return max(1, min(by_cpus(config), by_memory))
+
+
+def loaded_by_conftest(config):
+    """Whether a conftest.py of the run names the plugin in its `pytest_plugins` (a project
+    of harness cases, such as this checkout)."""
+    for plugin in config.pluginmanager.get_plugins():
+        wanted = getattr(plugin, "pytest_plugins", ())
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        if str(getattr(plugin, "__file__", "")).endswith("conftest.py") and __package__ in wanted:
+            return True
+    return False
 
 
 def pytest_unconfigure(config):
