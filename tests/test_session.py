@@ -48,3 +48,10 @@ def test_auto_workers_of_a_passive_plugin_are_xdists(pytester, monkeypatch):
     pytester.makeconftest('pytest_plugins = ["overlay_harness.plugin"]\n')  # a project of harness cases
     chosen, cpus = auto_workers(pytester, monkeypatch, available_gib=3)
     assert chosen == 1  # 3 GiB hold one 2G VM and its QEMU
+
+
+def test_a_foreign_fixture_named_upper_fs_is_left_alone(pytester):
+    pytester.makepyfile(test_own="import pytest\n\n@pytest.fixture\ndef upper_fs():\n    return 'mine'\n\n"
+                                 "def test_u(upper_fs):\n    assert upper_fs == 'mine'\n")
+    result = pytester.runpytest("-p", "overlay_harness.plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -119,7 +119,10 @@ class HarnessState:
                     module = modbuild.use(path, k, out)
                 kernels[i] = modbuild.substitute(k, module, out)
             except modbuild.ModuleError as e:
-                raise pytest.UsageError(str(e)) from None
+                opt = f"--overlay-src={src}" if src else f"--overlay-module={path}"
+                message = str(e)
+                raise pytest.UsageError(message if message.startswith(opt.split("=")[0])
+                                        else f"{opt}: {message}") from None
         return kernels
 
     @property
@@ -397,12 +400,16 @@ def pytest_generate_tests(metafunc):
         kernels = state.kernels
         metafunc.parametrize("kernel", kernels, ids=[k.release for k in kernels],
                              indirect=True, scope="session")
-    if "upper_fs" in metafunc.fixturenames:
+    # `upper_fs` is a parameter of the harness's, unless the test's own fixture has the name
+    if "upper_fs" in metafunc.fixturenames and not metafunc._arg2fixturedefs.get("upper_fs"):
         marker = metafunc.definition.get_closest_marker("upper_fs")
         kinds = list(marker.args) if marker else ["ext4"]
-        unknown = set(kinds) - set(FILESYSTEMS)
-        if unknown:
-            raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown upper_fs {unknown}")
+        unknown = [k for k in kinds if k not in FILESYSTEMS]
+        if unknown or not kinds:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: upper_fs marker {', '.join(map(repr, kinds))}: "
+                f"name one or more of {', '.join(FILESYSTEMS)} "
+                "(e.g. @pytest.mark.upper_fs(\"ext4\", \"xfs\"))")
         wanted = setting(metafunc.config, "upper_fs")
         if wanted:
             kinds = [k for k in kinds if k in wanted.split(",")]
