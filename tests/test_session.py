@@ -55,3 +55,24 @@ def test_a_foreign_fixture_named_upper_fs_is_left_alone(pytester):
                                  "def test_u(upper_fs):\n    assert upper_fs == 'mine'\n")
     result = pytester.runpytest("-p", "overlay_harness.plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_collect_only_starts_no_kvm_probe(pytester, monkeypatch):
+    """`pytest --co` of an active run lists the cases without finding out the accelerator
+    (with no cached verdict, a KVM probe boot of up to 60 s)."""
+    from test_report import bzimage
+
+    from overlay_harness.host import accel as accel_mod
+
+    probes = []
+    monkeypatch.setattr(accel_mod, "resolve", lambda *a, **kw: probes.append(a) or accel_mod.Accel(
+        name="tcg", reason="a probe in this test"))
+    image = bzimage(pytester.path / "vmlinuz-6.9.0-test", "6.9.0-test")
+    pytester.makepyfile(test_k="def test_k(kernel):\n    pass\n")
+    plugins = ["-p", "overlay_harness.plugin", "-p", "no:cacheprovider", f"--kernel={image}"]
+    result = pytester.runpytest(*plugins, "--co")
+    assert result.ret == 0
+    assert probes == []
+    assert "kernel: 6.9.0-test" in result.stdout.str()
+    assert pytester.runpytest(*plugins).ret == 0
+    assert len(probes) == 1  # a run of the case finds it out

@@ -232,7 +232,8 @@ def pytest_configure_node(node):
     if not state.active:
         return
     node.workerinput["ovh_active"] = True
-    node.workerinput["ovh_accel"] = dataclasses.asdict(state.accel)
+    if not node.config.option.collectonly:  # --co: no KVM probe boot
+        node.workerinput["ovh_accel"] = dataclasses.asdict(state.accel)
     node.workerinput["ovh_overlay_modules"] = {
         k.release: {**dataclasses.asdict(k.overlay_module), "path": str(k.overlay_module.path)}
         for k in state.kernels if k.overlay_module}
@@ -315,7 +316,7 @@ def pytest_report_header(config):
     if not state.active:
         return None
     state.header_shown = True
-    return header_lines(state)
+    return header_lines(state, resolve=not config.option.collectonly)  # --co: no KVM probe boot
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
@@ -382,7 +383,7 @@ def pytest_report_collectionfinish(config, start_path, items):
     if not state.active or state.header_shown or hasattr(config, "workerinput"):
         return None
     state.header_shown = True
-    return header_lines(state)
+    return header_lines(state, resolve=not config.option.collectonly)
 
 
 def pytest_terminal_summary(terminalreporter, config):
