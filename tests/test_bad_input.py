@@ -148,3 +148,44 @@ def test_a_bad_overlay_module_names_the_option(run, tmp_path):
     not_a_module.write_text("not a module\n")
     result = run(f"--overlay-module={not_a_module}")
     usage_error(result, f"--overlay-module={not_a_module}: {not_a_module}: not a kernel module")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("[[deny]]\nname = 'x'\npattern = '(unclosed'\n",
+     "[[deny]] entry 1: pattern '(unclosed' is not a Python regular expression (missing ), unterminated"),
+    ("[[deny]]\npattern = '^mydrv: '\n", "[[deny]] entry 1: no name (a string) (e.g. name = \"my WARN\""),
+    ("[[allow]]\npattern = '^mydrv: '\nreason = 'r'\nlink = 'l'\n", "[[allow]] entry 1: unknown keys link"),
+    ("[[deny]\n", "kernel-log policy {f}: "),
+    ("[tool]\n", "only [[deny]] and [[allow]] entries belong there, not tool"),
+])
+def test_a_bad_splats_file_is_a_usage_error(pytester, run, body, message):
+    f = pytester.path / "mysplats.toml"
+    f.write_text(body)
+    result = run(f"--splats={f}")
+    usage_error(result, f"--splats: kernel-log policy {f}")
+    usage_error(result, message.format(f=f))
+    assert not (pytester.path / RAN).exists()
+
+
+USES_POLICY = """
+from overlay_harness.plugin.session import state_of
+
+def test_policy(kernel, request):
+    policy = state_of(request.config).splat_policy
+    assert policy.classify(6, "mydrv: fatal state") == "mydrv"
+    assert policy.classify(6, "WARNING: CPU: 0 PID: 1 at fs/overlayfs/super.c") == "WARNING"
+    assert policy.classify(3, "mydrv: retrying") is None
+    open("ran.txt", "w").write("ok")
+"""
+
+
+def test_the_kernel_log_policy_takes_the_users_rules(pytester, run):
+    """overlay_harness_splats adds deny and allow rules to the harness's own."""
+    (pytester.path / "more").mkdir()
+    (pytester.path / "more" / "splats.toml").write_text(
+        "[[deny]]\nname = 'mydrv'\npattern = '^mydrv: fatal'\n"
+        "[[allow]]\npattern = '^mydrv: retrying'\nreason = 'the driver logs its retries at error level'\n")
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\noverlay_harness_splats = "more/splats.toml"\n')
+    result = run(case=USES_POLICY)
+    assert result.ret == 0, result.stdout.str()
+    assert (pytester.path / RAN).read_text() == "ok"

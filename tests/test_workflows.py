@@ -180,3 +180,14 @@ def test_the_readme_workflow_builds_the_tree_with_the_action():
     action = (ROOT / "action.yml").read_text()
     declared = re.findall(r"^  ([a-z-]+):\n    description:", action, re.M)
     assert "build" in given and set(given) <= set(declared), (given, declared)
+
+
+def test_an_unclosed_quote_in_pytest_args_is_one_error(kernel_tree, tmp_path):
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout (./setup.sh)")
+    status, ids, out = run_step(step_script(ROOT / "action.yml", "cases"), kernel_tree, {
+        "GITHUB_ACTION_PATH": str(ROOT), "KERNEL": "", "PYTEST_ARGS": "-k 'volatile", "ACCEL": "auto",
+        "RERUNS": "0"}, tmp_path)
+    assert status != 0 and not ids
+    assert out.strip() == ("pytest-args: No closing quotation in \"-k 'volatile\" "
+                           '(quote as a shell does: -k "a and not b")'), out

@@ -2,7 +2,7 @@
 --help`, group "overlay-harness"; `pytest --markers`).
 
 Settings that belong to a repository (the kernel, the accelerator, the upper filesystems,
-the results directory, the quarantine file) can also live in its pyproject.toml, under
+the results directory, the quarantine file, extra kernel-log rules) can also live in its pyproject.toml, under
 [tool.pytest.ini_options] as `overlay_harness_<name>`; the command line wins over them.
 Giving any option of the group, or any of these settings, makes the plugin active at
 start-up (see session.py); otherwise it stays passive until a test uses its fixtures."""
@@ -67,8 +67,9 @@ SETTINGS = {
     "upper_fs": (upper_fs_kinds, None),
     "results_dir": (None, None),
     "quarantine": (None, None),
+    "splats": (None, None),
 }
-PATH_SETTINGS = {"results_dir", "quarantine"}  # relative to the ini file's directory
+PATH_SETTINGS = {"results_dir", "quarantine", "splats"}  # relative to the ini file's directory
 _DEFAULTS = {}  # every option of the group: dest -> its default (to tell when one was given)
 _VALUED = set()  # the options of the group that take a value
 
@@ -119,6 +120,9 @@ def pytest_addoption(parser):
     add("--quarantine", metavar="FILE",
         help="flaky cases parked with a reason, a link and an expiry date "
              "(default: <rootdir>/quarantine.toml where there is one)")
+    add("--splats", metavar="FILE",
+        help="more kernel-log rules, added to the harness's own (a TOML file like its "
+             "host/splats.toml: [[deny]] name and pattern, [[allow]] pattern and reason)")
     add("--overlay-src", metavar="DIR",
         help="build overlay.ko from DIR (fs/overlayfs, or a kernel tree) against each "
              "kernel under test and load it in the guest instead of the stock module")

@@ -82,7 +82,15 @@ class HarnessState:
 
     @functools.cached_property
     def splat_policy(self):
-        return splat.default_policy()
+        """The harness's kernel-log policy, plus the rules of --splats / overlay_harness_splats
+        (a usage error names a bad file or entry)."""
+        extra = setting(self.config, "splats")
+        if not extra:
+            return splat.default_policy()
+        try:
+            return splat.default_policy().extended(splat.Policy.load(Path(extra)))
+        except ValueError as e:
+            raise pytest.UsageError(f"--splats: {e}") from None
 
     @property
     def kernels(self):
@@ -220,6 +228,7 @@ def pytest_configure(config):
     if given(config):
         state.activate()
         state.kernels  # noqa: B018 -- a bad --kernel is a usage error now, before collection
+        state.splat_policy  # noqa: B018 -- and so is a bad --splats file
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -327,6 +336,7 @@ def pytest_collection_modifyitems(session, config, items):
     harness = [i for i in items if uses_harness(i)]
     if harness:
         state_of(config).activate()
+        state_of(config).splat_policy  # noqa: B018 -- a bad --splats file: a usage error now
     reruns = _global_reruns(config)
     if not reruns:
         return
