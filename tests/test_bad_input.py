@@ -5,6 +5,7 @@ and the quarantine file (docs/bad-input.md lists the messages). The runs use the
 far as its body writes a file, which the tests look for."""
 
 import datetime
+from pathlib import Path
 
 import pytest
 from test_report import bzimage
@@ -189,3 +190,24 @@ def test_the_kernel_log_policy_takes_the_users_rules(pytester, run):
     result = run(case=USES_POLICY)
     assert result.ret == 0, result.stdout.str()
     assert (pytester.path / RAN).read_text() == "ok"
+
+
+def test_under_xdist_a_bad_marker_is_one_usage_error(pytester, monkeypatch):
+    """Workers collect: their usage error reaches the controller's end of the run (xdist
+    would otherwise take the worker for crashed and print an INTERNALERROR without it)."""
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))  # this checkout
+    image = bzimage(pytester.path / "vmlinuz-6.9.0-test", "6.9.0-test")
+    pytester.makepyfile(test_q=MARKED.format(args='since="v6.14"'))
+    result = pytester.runpytest_subprocess(*PLUGINS, f"--kernel={image}", "--accel=tcg", "-n", "2")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "INTERNALERROR" not in out
+    assert out.count("known_issue marker: since='v6.14' is not a kernel version") == 1, out
+    assert not (pytester.path / RAN).exists()
+
+
+def test_a_bad_ini_value_is_an_error_even_when_the_command_line_overrides_it(pytester, run):
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\noverlay_harness_accel = "kvmm"\n')
+    usage_error(run(), "overlay_harness_accel = 'kvmm' in ")  # run() gives --accel=tcg
+    assert not (pytester.path / RAN).exists()

@@ -30,7 +30,7 @@ from ..host.agent_client import HarnessError
 from ..host.kernel import version as kernel_version
 from ..library.devices import FILESYSTEMS
 from .options import setting
-from .session import infra_error, kernel_of, state_of, uses_harness
+from .session import collection_usage_error, infra_error, kernel_of, state_of, uses_harness
 
 PROP_QUARANTINE = "quarantine"
 PROP_EXPIRED = "quarantine_expired"  # an entry past its date names this case
@@ -204,23 +204,30 @@ def pytest_collection_modifyitems(session, config, items):
     harness = [i for i in items if uses_harness(i)]
     if not harness:
         return
+    problem = _collection_problem(config, items, harness)
+    if problem:
+        collection_usage_error(session, items, problem)
+
+
+def _collection_problem(config, items, harness):
+    """The first bad known_issue marker or quarantine entry, in words, or None."""
     for item in harness:
         for mark in item.iter_markers("known_issue"):
             problems = known_issue_problems(mark)
             if problems:
-                raise pytest.UsageError(f"{item.nodeid}: known_issue marker: {'; '.join(problems)}")
+                return f"{item.nodeid}: known_issue marker: {'; '.join(problems)}"
     collected = [i.nodeid for i in items] + config.stash.get(DESELECTED_KEY, [])
     for entry in quarantine_of(config):
         file = entry.case.split("::", 1)[0]
         where = f"quarantine entry {entry.case!r}"
         if not (Path(config.rootpath) / file).exists():
-            raise pytest.UsageError(f"{where}: no file {file} under {config.rootpath} (a case is "
-                                    "a node id, e.g. case = \"cases/test_volatile.py::test_fsync\")")
+            return (f"{where}: no file {file} under {config.rootpath} (a case is a node id, "
+                    "e.g. case = \"cases/test_volatile.py::test_fsync\")")
         in_file = [n for n in collected if n.startswith(file + "::")]
         if in_file and not any(entry.names(n) for n in in_file):
             near = difflib.get_close_matches(entry.case, {n.split("[", 1)[0] for n in in_file}, n=1)
-            raise pytest.UsageError(f"{where}: no such case in {file}"
-                                    + (f" (did you mean {near[0]!r}?)" if near else ""))
+            return f"{where}: no such case in {file}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    return None
 
 
 def pytest_report_collectionfinish(config, start_path, items):

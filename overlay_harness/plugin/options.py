@@ -135,10 +135,15 @@ def pytest_addoption(parser):
 
 def setting(config, dest):
     """A setting's value: the command line's, else the ini file's, else its default."""
-    choices, default = SETTINGS[dest]
     value = config.getoption(dest)
     if value not in (None, []):
         return value
+    return ini_setting(config, dest)
+
+
+def ini_setting(config, dest):
+    """A setting's value in the ini file (checked: a usage error names a bad one), else its default."""
+    choices, default = SETTINGS[dest]
     raw = config.getini(ini_name(dest))
     if not raw:
         return default
@@ -208,5 +213,4 @@ def pytest_configure(config):
     for name, doc in MARKERS:
         config.addinivalue_line("markers", f"{name}: {doc}")
     for dest in SETTINGS:
-        if config.getini(ini_name(dest)):
-            setting(config, dest)  # a bad value in the ini file: one usage error now
+        ini_setting(config, dest)  # a bad value in the ini file (even one the command line overrides)

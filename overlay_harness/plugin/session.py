@@ -75,6 +75,8 @@ class HarnessState:
         self.vms = {}
         self.uses = {}  # (VM name, kernel release) -> VmUse
         self.boot_failure = None  # why the one kernel's VM did not boot (the run stopped)
+        self.marker_problems = []  # bad markers found while collecting (a usage error after it)
+        self.usage_error = None  # xdist: the usage error a worker's collection found
         self.failed_nodes = 0
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
@@ -200,6 +202,18 @@ def state_of(config) -> HarnessState:
     return config.stash[STATE_KEY]
 
 
+def collection_usage_error(session, items, message):
+    """A usage error found in the collected items. One process: raised. An xdist worker
+    (where xdist would take a collection that raises for a crashed worker, and lose the
+    message): the worker runs nothing and stops with it; the controller ends the run with
+    the message and status 4 (pytest_sessionfinish)."""
+    if not hasattr(session.config, "workerinput"):
+        raise pytest.UsageError(message)
+    items[:] = []
+    session.shouldstop = message
+    state_of(session.config).usage_error = message
+
+
 def set_property(item, name, value):
     """Set a report property of `item` (user_properties), replacing an earlier value."""
     props = item.user_properties
@@ -257,6 +271,8 @@ def pytest_testnodedown(node, error):
         state._accel = accel_mod.Accel(**out["ovh_accel"])
     if out.get("ovh_header") and state.worker_header is None:
         state.worker_header = out["ovh_header"]
+    if out.get("ovh_usage_error") and state.usage_error is None:
+        state.usage_error = out["ovh_usage_error"]
     if out.get("ovh_boot_failure") and state.boot_failure is None:
         state.boot_failure = out["ovh_boot_failure"]  # the recorder writes it into summary.json
 
@@ -333,6 +349,9 @@ def pytest_collection_modifyitems(session, config, items):
     """A test that uses a harness fixture makes the plugin active; with pytest-rerunfailures'
     --reruns, such a test is rerun only for a harness error (HarnessError: a VM that did not
     boot, was lost or hung), never for an assertion or any other failure of the case."""
+    if state_of(config).marker_problems:
+        collection_usage_error(session, items, state_of(config).marker_problems[0])
+        return
     harness = [i for i in items if uses_harness(i)]
     if harness:
         state_of(config).activate()
@@ -416,8 +435,8 @@ def pytest_generate_tests(metafunc):
         marker = metafunc.definition.get_closest_marker("upper_fs")
         kinds = list(marker.args) if marker else ["ext4"]
         unknown = [k for k in kinds if k not in FILESYSTEMS]
-        if unknown or not kinds:
-            raise pytest.UsageError(
+        if unknown or not kinds:  # a usage error once collection is over (here: a collection error)
+            state.marker_problems.append(
                 f"{metafunc.definition.nodeid}: upper_fs marker {', '.join(map(repr, kinds))}: "
                 f"name one or more of {', '.join(FILESYSTEMS)} "
                 "(e.g. @pytest.mark.upper_fs(\"ext4\", \"xfs\"))")
@@ -433,6 +452,10 @@ def pytest_sessionfinish(session, exitstatus):
     if state is None:
         return
     state.stop_all()
+    if state.worker is not None and state.usage_error:
+        session.config.workeroutput["ovh_usage_error"] = state.usage_error
+    elif state.usage_error and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR  # xdist printed it: "Interrupted: ..."
     if state.worker is not None and state.boot_failure:
         session.config.workeroutput["ovh_boot_failure"] = state.boot_failure
     elif state.boot_failure and session.exitstatus == pytest.ExitCode.INTERRUPTED:
