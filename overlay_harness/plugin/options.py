@@ -2,8 +2,9 @@
 --help`, group "overlay-harness"; `pytest --markers`).
 
 Settings that belong to a repository (the kernel, the accelerator, the upper filesystems,
-the results directory, the quarantine file, extra kernel-log rules) can also live in its pyproject.toml, under
-[tool.pytest.ini_options] as `overlay_harness_<name>`; the command line wins over them.
+the results directory, the quarantine file, extra kernel-log rules) can also live in its
+pyproject.toml, under [tool.pytest.ini_options] as `overlay_harness_<name>`; the command
+line wins over them (a bad value in the file is an error all the same).
 Giving any option of the group, or any of these settings, makes the plugin active at
 start-up (see session.py); otherwise it stays passive until a test uses its fixtures."""
 
@@ -35,7 +36,7 @@ def upper_fs_kinds(text, example="--upper-fs=ext4,xfs"):
 
 def memory_size(text):
     """--vm-memory: a size QEMU takes, with the parser the VM uses (host/vng.py)."""
-    ok = re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGTkmgt]?\s*", str(text))
+    ok = re.fullmatch(r"\d+(\.\d+)?[KMGTkmgt]?", str(text).strip())
     if not ok or size_bytes(text) <= 0:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a memory size: give a positive number with a unit K, M, G "
