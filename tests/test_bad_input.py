@@ -211,3 +211,16 @@ def test_a_bad_ini_value_is_an_error_even_when_the_command_line_overrides_it(pyt
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\noverlay_harness_accel = "kvmm"\n')
     usage_error(run(), "overlay_harness_accel = 'kvmm' in ")  # run() gives --accel=tcg
     assert not (pytester.path / RAN).exists()
+
+
+def test_under_xdist_an_expired_quarantine_entry_is_said_at_the_start(pytester, monkeypatch):
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))  # this checkout
+    image = bzimage(pytester.path / "vmlinuz-6.9.0-test", "6.9.0-test")
+    pytester.makepyfile(test_q=CASE)
+    quarantine(pytester.path / "quarantine.toml", expires=datetime.date(2020, 1, 31))
+    result = pytester.runpytest_subprocess(*PLUGINS, f"--kernel={image}", "--accel=tcg", "-n", "1")
+    out = result.stdout.str()
+    said = "quarantine: the entry for test_q.py::test_k expired on 2020-01-31"
+    assert out.count(said) == 1 and out.index(said) < out.index("created: 1/1 worker"), out
+    assert result.ret == 1, out

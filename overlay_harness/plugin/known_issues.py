@@ -230,14 +230,28 @@ def _collection_problem(config, items, harness):
     return None
 
 
-def pytest_report_collectionfinish(config, start_path, items):
-    """Entries past their date, said at the start: they quarantine nothing."""
-    if not any(uses_harness(i) for i in items):
+EXPIRY_SAID = pytest.StashKey[bool]()
+
+
+def _expired_lines(config):
+    """Entries past their date, said once at the start: they quarantine nothing."""
+    if config.stash.get(EXPIRY_SAID, False):
         return None
+    config.stash[EXPIRY_SAID] = True
     today = datetime.date.today()
     return [f"quarantine: the entry for {e.case} expired on {e.expires.isoformat()}: it quarantines "
             "nothing, and the run fails when the case runs (remove or renew it)"
             for e in quarantine_of(config) if e.expires < today]
+
+
+def pytest_report_header(config):
+    """In the header of a run active from the start (an xdist controller collects nothing)."""
+    return _expired_lines(config) if state_of(config).active else None
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    """... else once collection made the run active."""
+    return _expired_lines(config) if any(uses_harness(i) for i in items) else None
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # the outermost: sees the splat check's verdict
