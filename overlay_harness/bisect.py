@@ -6,7 +6,10 @@ run the chosen cases on it, and answer good (0), bad (1) or skip (125).
     git bisect run ~/overlay-harness/.venv/bin/python -m overlay_harness.bisect \\
         cases/test_volatile.py -k "fsync and ext4"
 
-Everything after the options is handed to pytest (paths are relative to the harness).
+Everything after the options is handed to pytest: case paths relative to the harness's
+checkout (from an installed package, which has no case suite: to the current directory),
+and a -k or -m expression without a path selects among the harness's cases. Each step's
+results go under results/bisect/ in the current directory (--results-dir).
 Exit status, as git bisect reads it:
   0    the cases passed (xfail of a known_issue counts as passing: add --runxfail to
        bisect a known issue itself)
@@ -94,15 +97,40 @@ def verdict(summary, pytest_status):
     return GOOD, f"{len(chosen)} cases ran, none failed"
 
 
+def suite_dir():
+    """Where case paths are read from: the harness's checkout, which has the case suite;
+    an installed wheel has none (cases/ is not in it), so there the current directory."""
+    return ROOT if (ROOT / "cases").is_dir() else Path.cwd()
+
+
+def selection(pytest_args, where):
+    """pytest's arguments for one step, or None when they name no case file and `where`
+    has no case suite. A -k/-m expression without a path selects among the suite's cases;
+    the boot case comes along where there is one (a -k may deselect it: then a boot failure
+    shows as the chosen cases' errors, or as the run's boot_failure)."""
+    args = list(pytest_args)
+    if not any(not a.startswith("-") and (where / a.split("::", 1)[0]).exists() for a in args):
+        if not (where / "cases").is_dir():
+            return None
+        args.append("cases")
+    boot_file = where / BOOT_CASE.split("::", 1)[0]
+    paths = [where / a.split("::", 1)[0] for a in args if not a.startswith("-")]
+    covered = any(p == boot_file or p in boot_file.parents for p in paths if p.exists())
+    if boot_file.is_file() and not covered:  # (pytest 8.1, given a directory and a node id in it,
+        # collects only the node id)
+        args.append(BOOT_CASE)
+    return args
+
+
 def run_cases(tree, pytest_args, results_dir, python=sys.executable):
+    where = suite_dir()
     argv = [python, "-m", "pytest", "-p", "overlay_harness.results.recorder", "-p", "no:cacheprovider",
-            f"--kernel={tree}", f"--results-dir={results_dir}", *pytest_args]
-    if BOOT_CASE not in pytest_args:
-        argv.append(BOOT_CASE)
-    log("running: " + " ".join(argv))
+            f"--kernel={tree}", f"--results-dir={Path(results_dir).resolve()}",
+            *selection(pytest_args, where)]
+    log(f"running in {where}: " + " ".join(argv))
     out_file = Path(results_dir) / "pytest.log"
     with open(out_file, "w") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
         for line in proc.stdout:   # shown as it comes, and kept in pytest.log
             sys.stdout.write(line)
@@ -123,22 +151,27 @@ def main(argv=None):
                          "virtme-ng's defconfig and the fragment at every step)")
     ap.add_argument("--no-build", action="store_true", help="test the tree as it is built")
     ap.add_argument("--jobs", type=int, default=None, help="make -j for the build")
-    ap.add_argument("--results-dir", type=Path, default=ROOT / "results" / "bisect",
-                    help="where each step's results go (default: results/bisect/)")
+    ap.add_argument("--results-dir", type=Path, default=Path("results") / "bisect",
+                    help="where each step's results go (default: results/bisect/ in the current "
+                         "directory)")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                    help="cases and pytest options (default: cases)")
+                    help="cases and pytest options (default: the harness's cases/)")
     args = ap.parse_args(argv)
     tree = args.tree.resolve()
-    pytest_args = [a for a in args.pytest_args if a != "--"] or ["cases"]
+    pytest_args = [a for a in args.pytest_args if a != "--"]
     if not (tree / "Makefile").is_file():
         log(f"{tree} is not a kernel tree")
+        return ABORT
+    if selection(pytest_args, suite_dir()) is None:
+        log(f"no case file among {pytest_args} and no cases/ in {suite_dir()} (an installed "
+            "overlay-harness has no case suite): name the case files to run")
         return ABORT
     commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip() or "unknown"
     if not args.no_build and not build(tree, args.config.resolve(), not args.keep_config, args.jobs):
         log(f"{commit}: skip (does not build)")
         return SKIP
-    step_dir = args.results_dir / f"{commit}-{time.strftime('%Y%m%d-%H%M%S')}"
+    step_dir = args.results_dir.resolve() / f"{commit}-{time.strftime('%Y%m%d-%H%M%S')}"
     step_dir.mkdir(parents=True, exist_ok=True)
     status, summary = run_cases(tree, pytest_args, step_dir)
     code, why = verdict(summary, status)

@@ -1,7 +1,9 @@
 """overlay_harness.bisect's answers to git bisect run, with a stand-in for vng and for the case run."""
 
+import io
 import os
 import stat
+import sys
 
 import pytest
 
@@ -97,3 +99,50 @@ def test_a_built_kernel_is_tested_and_judged(tmp_path, tree, monkeypatch):
 
 def test_not_a_kernel_tree_aborts(tmp_path):
     assert bisect.main(["--tree", str(tmp_path), "--no-build"]) == bisect.ABORT
+
+
+def built_tree(tmp_path):
+    """A kernel tree as vng --build leaves it, enough for --kernel (nothing boots under --co)."""
+    from test_report import bzimage
+    t = tmp_path / "linux"
+    (t / "arch/x86/boot").mkdir(parents=True)
+    (t / "Makefile").write_text("VERSION = 6\n")
+    bzimage(t / "arch/x86/boot/bzImage", "6.13.0-rc1-virtme")
+    return t
+
+
+def test_a_selection_without_a_path_runs_the_harness_cases(tmp_path, monkeypatch):
+    """`bisect -- -k volatile` runs the suite's volatile cases (the review: pytest collected
+    only the appended boot case, which -k deselected: exit 5, and bisect's 128 stopped
+    `git bisect run`). With --co, pytest lists them and the step is no abort."""
+    tree = built_tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--co -q --accel=tcg")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    code = bisect.main(["--tree", str(tree), "--no-build", "--", "-k", "volatile"])
+    listed = sys.stdout.getvalue()
+    assert "cases/test_volatile.py::" in listed
+    assert code == bisect.SKIP  # --co ran no case: nothing to judge, and no abort
+    assert [p.name for p in (tmp_path / "results" / "bisect").iterdir()]  # here, where it ran
+
+
+def test_from_an_installed_package_cases_are_the_users(tmp_path, monkeypatch):
+    """From a wheel (no cases/ beside the package): paths are the current directory's, the
+    results go there, and a selection without a case file is one clear abort."""
+    monkeypatch.setattr(bisect, "ROOT", tmp_path / "site-packages")
+    user = tmp_path / "work"
+    (user / "mine").mkdir(parents=True)
+    (user / "mine" / "test_x.py").write_text("def test_x():\n    pass\n")
+    monkeypatch.chdir(user)
+    tree = built_tree(tmp_path)
+    assert bisect.main(["--tree", str(tree), "--no-build", "--", "-k", "volatile"]) == bisect.ABORT
+    mine = ["mine/test_x.py", "-k", "x"]
+    assert bisect.selection(mine, bisect.suite_dir()) == mine
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\npwd > {calls}\necho "$@" >> {calls}\n')
+    python.chmod(0o755)
+    status, summary = bisect.run_cases(tree, ["mine/test_x.py"], user, python=str(python))
+    cwd, args = calls.read_text().splitlines()
+    assert (cwd, status, summary) == (str(user), 0, None)
+    assert args.endswith("mine/test_x.py") and bisect.BOOT_CASE not in args

@@ -101,3 +101,24 @@ def test_timing_json_keeps_boots_and_phases_per_kernel(run):
         assert max(phases["call"]) >= 0.05  # test_one's body
         # a boot is counted as a boot, not as set-up (the fake boot itself takes 0.1 s)
         assert all(s < 1.0 for s in phases["setup"])
+
+
+def test_live_logging_shows_the_boots_instead_of_the_terminal_line(run):
+    """--log-cli-level=INFO: the boot is two records of the overlay_harness.boot logger, not
+    also the terminal line."""
+    result, _ = run("--log-cli-level=INFO")
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert re.search(rf"INFO +overlay_harness\.boot:\S+ booting {re.escape(OLD)} \(tcg\) \.\.\.\n", out), out
+    assert re.search(rf"INFO +overlay_harness\.boot:\S+ {re.escape(OLD)}: ready in 12\.3 s", out), out
+    assert f"booting {OLD} (tcg) ... ready in" not in out
+
+
+def test_a_cases_captured_log_has_the_boot_it_waited_for(run):
+    """With --log-level=INFO (pytest keeps WARNING and worse by default)."""
+    result, _ = run("-rP", "--log-level=INFO")
+    assert result.ret == 0
+    out = result.stdout.str()
+    setup_logs = out.split("Captured log setup")[1:]
+    assert len(setup_logs) == 2, out
+    assert all(f"{OLD}: ready in 12.3 s" in part.split("\n\n")[0] for part in setup_logs), out

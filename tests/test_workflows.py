@@ -3,6 +3,7 @@ shellcheck is installed), and so does their use of the composite action (action.
 every run that boots says which accelerator it must have and reruns harness errors."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,93 @@ def test_every_run_that_boots_names_its_accelerator_and_reruns_harness_errors():
                 found.add(path.name)
                 assert "--require-accel" in block and "--reruns" in block, (path.name, block)
     assert found == {"ci.yml", "upstream.yml", "action.yml"}
+
+
+def step_script(path, name):
+    """The `run:` script of the step called `name` in a workflow or action file."""
+    text = path.read_text()
+    step = text.split(f"- name: {name}\n", 1)[1]
+    block = next(run_blocks(step))
+    lines = block.splitlines()
+    indent = len(lines[1]) - len(lines[1].lstrip())
+    return "\n".join(line[indent:] for line in lines[1:]) + "\n"
+
+
+def run_step(script, cwd, env, tmp_path):
+    """A step's script as GitHub runs it (bash -e -o pipefail), with `--co` for pytest: the
+    node ids it would run, one a line, and its status."""
+    script_file = tmp_path / "step.sh"
+    script_file.write_text(script)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RUNNER_TEMP": str(tmp_path),
+           "GITHUB_OUTPUT": str(tmp_path / "output"), "PYTEST_ADDOPTS": "--co -q", **env}
+    p = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script_file)], cwd=cwd,
+                       env=env, capture_output=True, text=True, timeout=300, check=False)
+    ids = [line for line in p.stdout.splitlines() if "::" in line]
+    return p.returncode, ids, p.stdout + p.stderr
+
+
+@pytest.fixture
+def kernel_tree(tmp_path):
+    """A caller's workspace with a test file pytest must not collect (a kernel tree has many)."""
+    tree = tmp_path / "linux"
+    (tree / "scripts").mkdir(parents=True)
+    (tree / "scripts" / "test_gen.py").write_text("import no_such_module\n")
+    return tree
+
+
+@pytest.mark.parametrize(("pytest_args", "wanted", "unwanted"), [
+    ("-k volatile", "volatile", None),
+    ("-k 'volatile and not fsync'", "volatile", "fsync"),
+    ("cases/test_volatile.py -k \"not fsync\"", "cases/test_volatile.py::", "fsync"),
+])
+def test_the_action_runs_pytest_args_as_quoted_on_its_cases(kernel_tree, tmp_path, pytest_args,
+                                                             wanted, unwanted):
+    """The action's `cases` step from a kernel tree's workspace: a -k without a path runs the
+    harness's cases (not the caller's tests), and a quoted -k expression stays one word."""
+    if not (ROOT / ".venv" / "bin" / "pytest").exists():
+        pytest.skip("no .venv in this checkout (./setup.sh)")
+    status, ids, out = run_step(step_script(ROOT / "action.yml", "cases"), kernel_tree, {
+        "GITHUB_ACTION_PATH": str(ROOT), "KERNEL": "", "PYTEST_ARGS": pytest_args, "ACCEL": "auto",
+        "RERUNS": "0"}, tmp_path)
+    assert status == 0, out
+    assert ids and all(i.startswith("cases/") and wanted in i for i in ids), out
+    if unwanted:
+        assert not [i for i in ids if unwanted in i], out
+
+
+def test_upstream_runs_its_selection_as_quoted(tmp_path):
+    if not (ROOT / ".venv" / "bin" / "pytest").exists():
+        pytest.skip("no .venv in this checkout (./setup.sh)")
+    from overlay_harness.host import kernel as kernel_mod
+    if not kernel_mod.installed():
+        pytest.skip("no kernel under /boot")
+    status, ids, out = run_step(step_script(ROOT / ".github/workflows/upstream.yml", "case suite"), ROOT, {
+        "KERNEL": kernel_mod.installed()[0].release, "PYTEST_ARGS": "cases -k 'volatile and not fsync'"},
+        tmp_path)
+    assert status == 0, out
+    assert ids and all("volatile" in i and "fsync" not in i for i in ids), out
+
+
+def test_the_readme_workflow_builds_the_tree_with_the_action():
+    """The README's kernel-tree workflow runs no `vng` before the action (which installs it),
+    and every input it gives the action is one action.yml declares."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("uses: OWNER/overlay-harness@main", 1)
+    before = snippet[0].rsplit("```yaml", 1)[1]
+    assert "vng" not in before.replace("# vng", "")
+    with_block = snippet[1].split("\n- ", 1)[0]
+    given = re.findall(r"^\s{4}([a-z-]+):", with_block, re.M)
+    action = (ROOT / "action.yml").read_text()
+    declared = re.findall(r"^  ([a-z-]+):\n    description:", action, re.M)
+    assert "build" in given and set(given) <= set(declared), (given, declared)
+
+
+def test_an_unclosed_quote_in_pytest_args_is_one_error(kernel_tree, tmp_path):
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout (./setup.sh)")
+    status, ids, out = run_step(step_script(ROOT / "action.yml", "cases"), kernel_tree, {
+        "GITHUB_ACTION_PATH": str(ROOT), "KERNEL": "", "PYTEST_ARGS": "-k 'volatile", "ACCEL": "auto",
+        "RERUNS": "0"}, tmp_path)
+    assert status != 0 and not ids
+    assert out.strip() == ("pytest-args: No closing quotation in \"-k 'volatile\" "
+                           '(quote as a shell does: -k "a and not b")'), out

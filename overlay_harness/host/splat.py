@@ -28,14 +28,41 @@ class Policy:
 
     @classmethod
     def load(cls, path=POLICY_FILE):
-        data = tomllib.loads((Path(path) if isinstance(path, str) else path).read_text())
-        deny = [Rule(d["name"], re.compile(d["pattern"])) for d in data.get("deny", [])]
-        allow = []
-        for a in data.get("allow", []):
-            if not a.get("reason"):
-                raise ValueError(f"{path}: allow entry {a.get('pattern')!r} has no reason")
-            allow.append(Rule(a["pattern"], re.compile(a["pattern"]), a["reason"]))
-        return cls(deny, allow)
+        """The policy of a splats.toml; ValueError naming the file and the entry when one is
+        bad (TOML syntax, a key missing or unknown, a pattern that does not compile)."""
+        try:
+            data = tomllib.loads((Path(path) if isinstance(path, str) else path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"kernel-log policy {path}: {e}") from None
+        unknown = set(data) - {"deny", "allow"}
+        if unknown:
+            raise ValueError(f"kernel-log policy {path}: only [[deny]] and [[allow]] entries belong "
+                             f"there, not {', '.join(sorted(unknown))}")
+        rules = {}
+        for kind, keys, example in (
+                ("deny", ("name", "pattern"), "name = \"my WARN\", pattern = '^mydrv: fatal'"),
+                ("allow", ("pattern", "reason"), "pattern = '^mydrv: retry', reason = \"why\"")):
+            rules[kind] = []
+            for i, entry in enumerate(data.get(kind, []), 1):
+                where = f"kernel-log policy {path}, [[{kind}]] entry {i}"
+                missing = [k for k in keys if not isinstance(entry.get(k), str) or not entry[k]]
+                extra = set(entry) - set(keys)
+                if missing or extra:
+                    raise ValueError(f"{where}: " + "; ".join(
+                        ([f"no {' and '.join(missing)} (a string)"] if missing else [])
+                        + ([f"unknown keys {', '.join(sorted(extra))}"] if extra else []))
+                        + f" (e.g. {example})")
+                try:
+                    regex = re.compile(entry["pattern"])
+                except re.error as e:
+                    raise ValueError(f"{where}: pattern {entry['pattern']!r} is not a Python regular "
+                                     f"expression ({e})") from None
+                rules[kind].append(Rule(entry.get("name", entry["pattern"]), regex, entry.get("reason", "")))
+        return cls(rules["deny"], rules["allow"])
+
+    def extended(self, other):
+        """This policy with another's deny and allow rules added."""
+        return Policy(self.deny + other.deny, self.allow + other.allow)
 
     def classify(self, level, text):
         """The name of the splat this line is, or None."""

@@ -38,15 +38,18 @@ def vm(kernel, request):
         pytest.skip(kernel_mod.describe_missing(kernel, lacking) + ": virtme-ng cannot boot it")
     machine = _stop_on_usage_error(lambda: state.vm_for(kernel))
     if not machine.alive():
-        _boot(machine, state, single=len(state.kernels) == 1)
+        _boot(machine, state, single=len(state.kernels) == 1, request=request)
     yield machine
     machine.stop()
 
 
-def _boot(machine, state, single=True):
+def _boot(machine, state, single=True, request=None):
     """(Re)boot a VM. When it cannot boot, stop the run with one clear message (one
     kernel: the recorder keeps it in summary.json as boot_failure), or fail this
-    kernel's cases with it (several kernels)."""
+    kernel's cases with it (several kernels). In an xdist worker the stop is also the
+    session's shouldstop, which the worker hands to the controller: xdist then stops every
+    worker and ends the run with the message, instead of taking the worker for crashed
+    (session.py sends boot_failure back and makes the status 3)."""
     try:
         with announce_boot(state.config, machine):
             machine.restart() if machine.proc else machine.start()
@@ -57,6 +60,8 @@ def _boot(machine, state, single=True):
         message = f"{machine.kernel.release}: the VM did not boot: {e}"
         if single:
             state.boot_failure = message
+            if state.worker is not None and request is not None:
+                request.session.shouldstop = message
             pytest.exit(message, returncode=3)
         pytest.fail(message, pytrace=False)
 
@@ -94,9 +99,9 @@ def guest(vm, request):
     state = state_of(request.config)
     use = state.use(vm)
     if not healthy(vm):  # the last case lost the VM (panic, hang, QEMU killed): boot afresh
-        _boot(vm, state)
+        _boot(vm, state, request=request)
     elif request.node.get_closest_marker("fresh_vm") and use.served == vm.boots:
-        _boot(vm, state)  # the case asked for a kernel no other case has touched
+        _boot(vm, state, request=request)  # the case asked for a kernel no other case has touched
     use.served = vm.boots
     if vm.boots != use.reported_boots:  # this case waited for a boot: say so in its report
         request.node.user_properties += [(BOOT_PROP, round(vm.timings["ready"], 2)),

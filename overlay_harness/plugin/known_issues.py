@@ -18,6 +18,8 @@
 """
 
 import datetime
+import difflib
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +28,52 @@ import pytest
 
 from ..host.agent_client import HarnessError
 from ..host.kernel import version as kernel_version
+from ..library.devices import FILESYSTEMS
 from .options import setting
-from .session import infra_error, kernel_of, state_of, uses_harness
+from .session import collection_usage_error, infra_error, kernel_of, state_of, uses_harness
 
 PROP_QUARANTINE = "quarantine"
 PROP_EXPIRED = "quarantine_expired"  # an entry past its date names this case
 QUARANTINE_FILE = "quarantine.toml"
+
+
+BOUND = re.compile(r"\d+\.\d+(\.\d+)?(-rc\d+)?")  # what a kernel range's since/fixed may be
+KNOWN_ISSUE_KEYS = {"since", "fixed", "commit", "upper_fs"}
+
+
+def bound_problem(name, value, assign="="):
+    """Why `value` is not a kernel range bound (`since`, `fixed`), or None. A bound that
+    named no version would compare as 0.0.0: a range that covers every kernel or none."""
+    if value is None:
+        return None
+    example = f'e.g. {name}{assign}"6.12"'
+    if not isinstance(value, str):
+        return (f"{name}{assign}{value!r} is a {type(value).__name__}: write the version as a "
+                f"string ({example}; a number would make 6.10 the same as 6.1)")
+    if not BOUND.fullmatch(value):
+        return (f"{name}{assign}{value!r} is not a kernel version: write major.minor[.patch] "
+                f"or major.minor-rcN, without a leading v ({example})")
+    return None
+
+
+def known_issue_problems(mark):
+    """What is wrong with a known_issue marker's arguments (a list of phrases, [] when none)."""
+    found = []
+    if len(mark.args) != 1 or not isinstance(mark.args[0], str) or not mark.args[0].strip():
+        found.append('the first argument must be the reason, a string '
+                     '(e.g. known_issue("returns EIO, documented ENOSPC", since="6.8"))')
+    unknown = set(mark.kwargs) - KNOWN_ISSUE_KEYS
+    if unknown:
+        found.append(f"unknown keywords {', '.join(sorted(unknown))} "
+                     f"(known: {', '.join(sorted(KNOWN_ISSUE_KEYS))})")
+    found += [p for p in (bound_problem(k, mark.kwargs.get(k)) for k in ("since", "fixed")) if p]
+    only_fs = mark.kwargs.get("upper_fs")
+    if only_fs is not None:
+        kinds = [only_fs] if isinstance(only_fs, str) else list(only_fs)
+        if not kinds or any(k not in FILESYSTEMS for k in kinds):
+            found.append(f"upper_fs={only_fs!r}: give a list of {', '.join(FILESYSTEMS)} "
+                         '(e.g. upper_fs=["xfs"])')
+    return found
 
 
 def in_range(release, since=None, fixed=None):
@@ -107,6 +149,10 @@ def load_quarantine(path):
                 + ([f"unknown keys {', '.join(sorted(unknown))}"] if unknown else [])))
         if type(raw["expires"]) is not datetime.date:
             raise ValueError(f"{where}: expires must be a date (expires = 2027-01-31)")
+        for key in ("since", "fixed"):
+            problem = bound_problem(key, raw.get(key), assign=" = ")
+            if problem:
+                raise ValueError(f"{where}: {problem}")
         entries.append(Quarantine(**raw))
     if set(data) - {"quarantine"}:
         raise ValueError(f"quarantine file {path}: only [[quarantine]] entries belong there")
@@ -141,12 +187,71 @@ def pytest_configure(config):
         config.pluginmanager.register(Expiry(config), "overlay-harness-quarantine")
 
 
+DESELECTED_KEY = pytest.StashKey[list]()
+
+
+def pytest_deselected(items):
+    if items:
+        config = items[0].config
+        config.stash.setdefault(DESELECTED_KEY, []).extend(i.nodeid for i in items)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
     """Read only in a run that uses the harness (a passive plugin leaves another project's
-    quarantine.toml alone); a bad file is one usage error before any test runs."""
-    if any(uses_harness(i) for i in items):
-        quarantine_of(config)
+    quarantine.toml alone). A bad file, an entry that names no case of a file collected (or
+    no file at all), or a bad known_issue marker is one usage error before any test runs."""
+    harness = [i for i in items if uses_harness(i)]
+    if not harness:
+        return
+    problem = _collection_problem(config, items, harness)
+    if problem:
+        collection_usage_error(session, items, problem)
+
+
+def _collection_problem(config, items, harness):
+    """The first bad known_issue marker or quarantine entry, in words, or None."""
+    for item in harness:
+        for mark in item.iter_markers("known_issue"):
+            problems = known_issue_problems(mark)
+            if problems:
+                return f"{item.nodeid}: known_issue marker: {'; '.join(problems)}"
+    collected = [i.nodeid for i in items] + config.stash.get(DESELECTED_KEY, [])
+    for entry in quarantine_of(config):
+        file = entry.case.split("::", 1)[0]
+        where = f"quarantine entry {entry.case!r}"
+        if not (Path(config.rootpath) / file).exists():
+            return (f"{where}: no file {file} under {config.rootpath} (a case is a node id, "
+                    "e.g. case = \"cases/test_volatile.py::test_fsync\")")
+        in_file = [n for n in collected if n.startswith(file + "::")]
+        if in_file and not any(entry.names(n) for n in in_file):
+            near = difflib.get_close_matches(entry.case, {n.split("[", 1)[0] for n in in_file}, n=1)
+            return f"{where}: no such case in {file}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    return None
+
+
+EXPIRY_SAID = pytest.StashKey[bool]()
+
+
+def _expired_lines(config):
+    """Entries past their date, said once at the start: they quarantine nothing."""
+    if config.stash.get(EXPIRY_SAID, False):
+        return None
+    config.stash[EXPIRY_SAID] = True
+    today = datetime.date.today()
+    return [f"quarantine: the entry for {e.case} expired on {e.expires.isoformat()}: it quarantines "
+            "nothing, and the run fails when the case runs (remove or renew it)"
+            for e in quarantine_of(config) if e.expires < today]
+
+
+def pytest_report_header(config):
+    """In the header of a run active from the start (an xdist controller collects nothing)."""
+    return _expired_lines(config) if state_of(config).active else None
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    """... else once collection made the run active."""
+    return _expired_lines(config) if any(uses_harness(i) for i in items) else None
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # the outermost: sees the splat check's verdict

@@ -2,27 +2,75 @@
 --help`, group "overlay-harness"; `pytest --markers`).
 
 Settings that belong to a repository (the kernel, the accelerator, the upper filesystems,
-the results directory, the quarantine file) can also live in its pyproject.toml, under
-[tool.pytest.ini_options] as `overlay_harness_<name>`; the command line wins over them.
+the results directory, the quarantine file, extra kernel-log rules) can also live in its
+pyproject.toml, under [tool.pytest.ini_options] as `overlay_harness_<name>`; the command
+line wins over them (a bad value in the file is an error all the same).
 Giving any option of the group, or any of these settings, makes the plugin active at
 start-up (see session.py); otherwise it stays passive until a test uses its fixtures."""
 
+import argparse
+import math
+import re
 from pathlib import Path
 
 import pytest
 
+from ..host.vng import size_bytes
 from ..library.devices import FILESYSTEMS
 
-# dest -> (choices or None, value when neither the command line nor the ini file gives one)
+# Each value is checked when it is read (argparse `type=`, or setting() for the ini file):
+# one usage error naming it, what is accepted and an example, before anything boots.
+
+def upper_fs_kinds(text, example="--upper-fs=ext4,xfs"):
+    """--upper-fs / overlay_harness_upper_fs: a comma list of FILESYSTEMS, as given."""
+    kinds = [k.strip() for k in str(text).split(",")]
+    unknown = [k for k in kinds if k not in FILESYSTEMS]
+    if unknown:
+        what = ", ".join(repr(k) for k in unknown)
+        raise argparse.ArgumentTypeError(
+            f"unknown upper filesystem {what}" + (f" in {text!r}" if len(kinds) > 1 else "")
+            + "; give a comma list of "
+            f"{', '.join(FILESYSTEMS)} (e.g. {example})")
+    return ",".join(kinds)
+
+
+def memory_size(text):
+    """--vm-memory: a size QEMU takes, with the parser the VM uses (host/vng.py)."""
+    ok = re.fullmatch(r"\d+(\.\d+)?[KMGTkmgt]?", str(text).strip())
+    if not ok or size_bytes(text) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a memory size: give a positive number with a unit K, M, G "
+            "or T (no unit: MiB), e.g. --vm-memory=4G")
+    return str(text).strip()
+
+
+def positive(kind, name, example):
+    """An argparse type: a positive, finite number of `kind` (int or float)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            noun = "a positive whole number" if kind is int else "a positive number of seconds"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun} (e.g. {name}={example})")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# dest -> (choices, or a check that returns the value or raises argparse.ArgumentTypeError,
+# or None; the value when neither the command line nor the ini file gives one)
 SETTINGS = {
     "kernel": (None, []),
     "accel": (("auto", "kvm", "tcg"), "auto"),
     "require_accel": (("kvm", "tcg"), None),
-    "upper_fs": (None, None),
+    "upper_fs": (upper_fs_kinds, None),
     "results_dir": (None, None),
     "quarantine": (None, None),
+    "splats": (None, None),
 }
-PATH_SETTINGS = {"results_dir", "quarantine"}  # relative to the ini file's directory
+PATH_SETTINGS = {"results_dir", "quarantine", "splats"}  # relative to the ini file's directory
 _DEFAULTS = {}  # every option of the group: dest -> its default (to tell when one was given)
 _VALUED = set()  # the options of the group that take a value
 
@@ -52,14 +100,15 @@ def pytest_addoption(parser):
         help="stop the run, with the reason, when the accelerator is not this one "
              "(CI runners that must have KVM: --require-accel kvm)")
     add("--accel-reprobe", action="store_true", default=False, help="redo the cached KVM probe")
-    add("--vm-memory", default="2G", help="guest memory (default 2G)")
-    add("--vm-cpus", type=int,
+    add("--vm-memory", default="2G", type=memory_size, metavar="SIZE",
+        help="guest memory: 512M, 4G, ... (default 2G)")
+    add("--vm-cpus", type=positive(int, "--vm-cpus", 2), metavar="N",
         help="guest CPUs (default: the host's CPUs shared among the VMs of a run)")
-    add("--boot-timeout", type=float, default=180.0,
+    add("--boot-timeout", type=positive(float, "--boot-timeout", 300), default=180.0, metavar="SECONDS",
         help="seconds for a VM to become ready (default 180)")
-    add("--call-timeout", type=float, default=120.0,
+    add("--call-timeout", type=positive(float, "--call-timeout", 300), default=120.0, metavar="SECONDS",
         help="seconds one guest call may take before the guest counts as hung")
-    add("--upper-fs", metavar="KINDS",
+    add("--upper-fs", metavar="KINDS", type=upper_fs_kinds,
         help=f"comma list of upper filesystems to run ({', '.join(FILESYSTEMS)}); "
              "default: every one a case supports")
     add("--without-faults", action="store_true", default=False,
@@ -72,6 +121,9 @@ def pytest_addoption(parser):
     add("--quarantine", metavar="FILE",
         help="flaky cases parked with a reason, a link and an expiry date "
              "(default: <rootdir>/quarantine.toml where there is one)")
+    add("--splats", metavar="FILE",
+        help="more kernel-log rules, added to the harness's own (a TOML file like its "
+             "host/splats.toml: [[deny]] name and pattern, [[allow]] pattern and reason)")
     add("--overlay-src", metavar="DIR",
         help="build overlay.ko from DIR (fs/overlayfs, or a kernel tree) against each "
              "kernel under test and load it in the guest instead of the stock module")
@@ -87,16 +139,27 @@ def pytest_addoption(parser):
 
 def setting(config, dest):
     """A setting's value: the command line's, else the ini file's, else its default."""
-    choices, default = SETTINGS[dest]
     value = config.getoption(dest)
     if value not in (None, []):
         return value
+    return ini_setting(config, dest)
+
+
+def ini_setting(config, dest):
+    """A setting's value in the ini file (checked: a usage error names a bad one), else its default."""
+    choices, default = SETTINGS[dest]
     raw = config.getini(ini_name(dest))
     if not raw:
         return default
-    if choices and raw not in choices:
+    if callable(choices):
+        try:
+            raw = choices(raw, example=f'{ini_name(dest)} = "ext4,xfs"')
+        except argparse.ArgumentTypeError as e:
+            raise pytest.UsageError(f"{ini_name(dest)} in {config.inipath}: {e}") from None
+    elif choices and raw not in choices:
         raise pytest.UsageError(f"{ini_name(dest)} = {raw!r} in {config.inipath}: "
-                                f"choose one of {', '.join(choices)}")
+                                f"choose one of {', '.join(choices)} "
+                                f"(e.g. {ini_name(dest)} = \"{choices[0]}\")")
     if dest in PATH_SETTINGS and config.inipath is not None:
         return str(Path(config.inipath).parent / raw)
     return raw
@@ -156,3 +219,5 @@ def pytest_configure(config):
                          config.invocation_params.dir)
     for name, doc in MARKERS:
         config.addinivalue_line("markers", f"{name}: {doc}")
+    for dest in SETTINGS:
+        ini_setting(config, dest)  # a bad value in the ini file (even one the command line overrides)

@@ -75,6 +75,8 @@ class HarnessState:
         self.vms = {}
         self.uses = {}  # (VM name, kernel release) -> VmUse
         self.boot_failure = None  # why the one kernel's VM did not boot (the run stopped)
+        self.marker_problems = []  # bad markers found while collecting (a usage error after it)
+        self.usage_error = None  # xdist: the usage error a worker's collection found
         self.failed_nodes = 0
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
@@ -82,7 +84,15 @@ class HarnessState:
 
     @functools.cached_property
     def splat_policy(self):
-        return splat.default_policy()
+        """The harness's kernel-log policy, plus the rules of --splats / overlay_harness_splats
+        (a usage error names a bad file or entry)."""
+        extra = setting(self.config, "splats")
+        if not extra:
+            return splat.default_policy()
+        try:
+            return splat.default_policy().extended(splat.Policy.load(Path(extra)))
+        except ValueError as e:
+            raise pytest.UsageError(f"--splats: {e}") from None
 
     @property
     def kernels(self):
@@ -119,7 +129,10 @@ class HarnessState:
                     module = modbuild.use(path, k, out)
                 kernels[i] = modbuild.substitute(k, module, out)
             except modbuild.ModuleError as e:
-                raise pytest.UsageError(str(e)) from None
+                opt = f"--overlay-src={src}" if src else f"--overlay-module={path}"
+                message = str(e)
+                raise pytest.UsageError(message if message.startswith(opt.split("=")[0])
+                                        else f"{opt}: {message}") from None
         return kernels
 
     @property
@@ -189,6 +202,18 @@ def state_of(config) -> HarnessState:
     return config.stash[STATE_KEY]
 
 
+def collection_usage_error(session, items, message):
+    """A usage error found in the collected items. One process: raised. An xdist worker
+    (where xdist would take a collection that raises for a crashed worker, and lose the
+    message): the worker runs nothing and stops with it; the controller ends the run with
+    the message and status 4 (pytest_sessionfinish)."""
+    if not hasattr(session.config, "workerinput"):
+        raise pytest.UsageError(message)
+    items[:] = []
+    session.shouldstop = message
+    state_of(session.config).usage_error = message
+
+
 def set_property(item, name, value):
     """Set a report property of `item` (user_properties), replacing an earlier value."""
     props = item.user_properties
@@ -217,6 +242,7 @@ def pytest_configure(config):
     if given(config):
         state.activate()
         state.kernels  # noqa: B018 -- a bad --kernel is a usage error now, before collection
+        state.splat_policy  # noqa: B018 -- and so is a bad --splats file
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -229,7 +255,8 @@ def pytest_configure_node(node):
     if not state.active:
         return
     node.workerinput["ovh_active"] = True
-    node.workerinput["ovh_accel"] = dataclasses.asdict(state.accel)
+    if not node.config.option.collectonly:  # --co: no KVM probe boot
+        node.workerinput["ovh_accel"] = dataclasses.asdict(state.accel)
     node.workerinput["ovh_overlay_modules"] = {
         k.release: {**dataclasses.asdict(k.overlay_module), "path": str(k.overlay_module.path)}
         for k in state.kernels if k.overlay_module}
@@ -244,14 +271,35 @@ def pytest_testnodedown(node, error):
         state._accel = accel_mod.Accel(**out["ovh_accel"])
     if out.get("ovh_header") and state.worker_header is None:
         state.worker_header = out["ovh_header"]
+    if out.get("ovh_usage_error") and state.usage_error is None:
+        state.usage_error = out["ovh_usage_error"]
+    if out.get("ovh_boot_failure") and state.boot_failure is None:
+        state.boot_failure = out["ovh_boot_failure"]  # the recorder writes it into summary.json
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # xdist's own answers (a CPU count) otherwise
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: one VM per worker, as many as the cores and the free memory allow."""
+    """`-n auto` in a run of the harness: one VM per worker, as many as the CPUs (xdist's
+    count) and the free memory allow. A passive plugin (no option or setting of the group,
+    no conftest that loads it), or $PYTEST_XDIST_AUTO_NUM_WORKERS, leaves xdist's count."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or not (given(config) or loaded_by_conftest(config)):
+        return None
+    from xdist.plugin import pytest_xdist_auto_num_workers as by_cpus
+
     per_vm = size_bytes(config.getoption("vm_memory")) + (512 << 20)  # + QEMU's own
     by_memory = (mem_available_bytes() or per_vm) // per_vm
-    return max(1, min(os.cpu_count() or 1, by_memory))
+    return max(1, min(by_cpus(config), by_memory))
+
+
+def loaded_by_conftest(config):
+    """Whether a conftest.py of the run names the plugin in its `pytest_plugins` (a project
+    of harness cases, such as this checkout)."""
+    for plugin in config.pluginmanager.get_plugins():
+        wanted = getattr(plugin, "pytest_plugins", ())
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        if str(getattr(plugin, "__file__", "")).endswith("conftest.py") and __package__ in wanted:
+            return True
+    return False
 
 
 def pytest_unconfigure(config):
@@ -293,7 +341,7 @@ def pytest_report_header(config):
     if not state.active:
         return None
     state.header_shown = True
-    return header_lines(state)
+    return header_lines(state, resolve=not config.option.collectonly)  # --co: no KVM probe boot
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
@@ -301,9 +349,13 @@ def pytest_collection_modifyitems(session, config, items):
     """A test that uses a harness fixture makes the plugin active; with pytest-rerunfailures'
     --reruns, such a test is rerun only for a harness error (HarnessError: a VM that did not
     boot, was lost or hung), never for an assertion or any other failure of the case."""
+    if state_of(config).marker_problems:
+        collection_usage_error(session, items, state_of(config).marker_problems[0])
+        return
     harness = [i for i in items if uses_harness(i)]
     if harness:
         state_of(config).activate()
+        state_of(config).splat_policy  # noqa: B018 -- a bad --splats file: a usage error now
     reruns = _global_reruns(config)
     if not reruns:
         return
@@ -360,7 +412,7 @@ def pytest_report_collectionfinish(config, start_path, items):
     if not state.active or state.header_shown or hasattr(config, "workerinput"):
         return None
     state.header_shown = True
-    return header_lines(state)
+    return header_lines(state, resolve=not config.option.collectonly)
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -378,23 +430,38 @@ def pytest_generate_tests(metafunc):
         kernels = state.kernels
         metafunc.parametrize("kernel", kernels, ids=[k.release for k in kernels],
                              indirect=True, scope="session")
-    if "upper_fs" in metafunc.fixturenames:
+    # `upper_fs` is a parameter of the harness's, unless the test's own fixture has the name
+    if "upper_fs" in metafunc.fixturenames and not metafunc._arg2fixturedefs.get("upper_fs"):
         marker = metafunc.definition.get_closest_marker("upper_fs")
         kinds = list(marker.args) if marker else ["ext4"]
-        unknown = set(kinds) - set(FILESYSTEMS)
-        if unknown:
-            raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown upper_fs {unknown}")
+        unknown = [k for k in kinds if k not in FILESYSTEMS]
+        if unknown or not kinds:  # a usage error once collection is over (here: a collection error)
+            state.marker_problems.append(
+                f"{metafunc.definition.nodeid}: upper_fs marker {', '.join(map(repr, kinds))}: "
+                f"name one or more of {', '.join(FILESYSTEMS)} "
+                "(e.g. @pytest.mark.upper_fs(\"ext4\", \"xfs\"))")
         wanted = setting(metafunc.config, "upper_fs")
         if wanted:
             kinds = [k for k in kinds if k in wanted.split(",")]
         metafunc.parametrize("upper_fs", kinds)
 
 
+@pytest.hookimpl(tryfirst=True)  # the status is final before the recorder writes it
 def pytest_sessionfinish(session, exitstatus):
     state = session.config.stash.get(STATE_KEY, None)
     if state is None:
         return
     state.stop_all()
+    if state.worker is not None and state.usage_error:
+        session.config.workeroutput["ovh_usage_error"] = state.usage_error
+    elif state.usage_error and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR  # xdist printed it: "Interrupted: ..."
+    if state.worker is not None and state.boot_failure:
+        session.config.workeroutput["ovh_boot_failure"] = state.boot_failure
+    elif state.boot_failure and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        # xdist controller: a worker's VM did not boot and xdist stopped the run with the
+        # reason ("Interrupted: ..."); the status is the one a single process ends with
+        session.exitstatus = 3
     if state.worker is not None and state.active:  # an xdist worker: tell the controller
         session.config.workeroutput["ovh_header"] = header_lines(state, resolve=False)
         if state.known_accel is not None:

@@ -6,16 +6,31 @@ live where the VM boots in pytest's own process. An xdist worker's output does n
 the terminal, so there the controller prints the same line, with the worker's id, when
 the report of the case that waited for the boot arrives, with the accelerator the worker
 booted under (the controller of a run that its workers made active knows none). `-q`
-keeps it quiet."""
+keeps it quiet.
+
+The same goes to the `overlay_harness.boot` logger (INFO; WARNING for a VM that did not
+boot): pytest's live logging (--log-cli-level=INFO) shows it instead of the terminal line,
+and a failing case's "Captured log setup" has the boot it waited for."""
 
 import contextlib
 import json
+import logging
 
 from .session import KERNEL_PROP
 
 BOOT_PROP = "vm_boot_s"  # on the set-up report of the case that waited for a boot
 BOOT_ACCEL_PROP = "vm_accel"  # ... and the accelerator of that boot
 PHASES = ("setup", "call", "teardown")
+LOG = logging.getLogger("overlay_harness.boot")
+
+
+def _live_log_shows_info(config):
+    """Whether pytest's live logging prints INFO records (--log-cli-level / log_cli_level)."""
+    level = config.getoption("log_cli_level", None) or config.getini("log_cli_level")
+    if not level:
+        return False
+    number = logging.getLevelName(str(level).upper()) if not str(level).isdigit() else int(level)
+    return isinstance(number, int) and number <= logging.INFO
 
 
 def _terminal(config):
@@ -42,9 +57,15 @@ def boot_line(kernel, accel, seconds=None, worker=None):
 def announce_boot(config, vm):
     """Around a boot of `vm`: its kernel and accelerator on the terminal, then the time
     to ready (vm.timings["ready"], what the case's report carries as vm_boot_s)."""
-    tr = _terminal(config)
+    LOG.info(boot_line(vm.kernel.label, vm.accel.name))
+    tr = None if _live_log_shows_info(config) else _terminal(config)
     if tr is None:
-        yield
+        ready = None
+        try:
+            yield
+            ready = vm.timings.get("ready")
+        finally:
+            _log_ready(vm, ready)
         return
     capman = config.pluginmanager.get_plugin("capturemanager")
 
@@ -61,6 +82,14 @@ def announce_boot(config, vm):
     finally:
         with uncaptured():
             tr.write_line(f" ready in {ready:.1f} s" if ready is not None else " did not boot")
+        _log_ready(vm, ready)
+
+
+def _log_ready(vm, ready):
+    if ready is not None:
+        LOG.info("%s: ready in %.1f s", vm.kernel.label, ready)
+    else:
+        LOG.warning("%s: did not boot", vm.kernel.label)
 
 
 def timing_of(state):
