@@ -139,6 +139,34 @@ def test_append_only_flag_set_through_the_overlay(guest, ovl):
     assert guest.must.read_file(ovl.path("f")) == NEW + LOWER[len(NEW):] + NEW
 
 
+def test_inode_flags_of_a_lower_file_hold_through_the_overlay_and_its_copy_up(guest, ovl):
+    """Inode flags set on the lower file before the mount: through the overlay an
+    append-only lower file opens for writing only with O_APPEND; a noatime lower file
+    shows the flag, and keeps it when a write copies it up (copy-up "creates the object
+    with the same metadata")."""
+    assert ovl.umount() == 0
+    for rel, flag in (("a", FS_APPEND_FL), ("n", FS_NOATIME_FL)):
+        guest.must.write_file(ovl.lower_path(rel), LOWER[:4096])
+        fd = guest.must.open(ovl.lower_path(rel), os.O_RDONLY)
+        guest.must.set_flags(fd, guest.must.get_flags(fd) | flag)
+        guest.must.close(fd)
+    guest.defer(_clear_flags, guest, ovl.lower_path("a"))  # so the scratch tmpfs can go
+    assert ovl.mount() == 0
+    assert guest.open(ovl.path("a"), os.O_WRONLY) == errno.EPERM
+    fd = guest.must.open(ovl.path("n"), os.O_RDWR)
+    assert guest.must.get_flags(fd) & FS_NOATIME_FL
+    assert guest.pwrite(fd, NEW, 0) == len(NEW)
+    assert guest.must.get_flags(fd) & FS_NOATIME_FL
+    fd = guest.must.open(ovl.upper_path("n"), os.O_RDONLY)
+    assert guest.must.get_flags(fd) & FS_NOATIME_FL
+
+
+def _clear_flags(guest, path):
+    fd = guest.must.open(path, os.O_RDONLY)
+    guest.must.set_flags(fd, guest.must.get_flags(fd) & ~FS_APPEND_FL)
+    guest.must.close(fd)
+
+
 def test_aio_reads_and_writes_through_the_overlay(guest, ovl):
     """Linux AIO (io_submit) on an overlay fd: a write copies up and lands, a read returns
     it; the data is the upper's after the overlay is mounted again."""

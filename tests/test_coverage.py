@@ -29,7 +29,8 @@ def report(kernel, case, when="teardown", **props):
 def test_text_symbols_are_the_modules_functions_without_padding_stubs():
     lines = ["ffffffffc0a01000 t __pfx_ovl_lookup\t[overlay]", "ffffffffc0a01010 t ovl_lookup\t[overlay]",
              "ffffffffc0a02000 T ovl_get_acl\t[overlay]", "ffffffffc0a03000 d ovl_aops\t[overlay]",
-             "ffffffffc0b00000 t ext4_lookup\t[ext4]", "ffffffffc0a04000 t ovl_fill_merge.isra.0\t[overlay]"]
+             "ffffffffc0b00000 t ext4_lookup\t[ext4]", "ffffffffc0a04000 t ovl_fill_merge.isra.0\t[overlay]",
+             "ffffffffc0a05000 t ovl_lookup.cold\t[overlay]"]
     assert tracing.text_symbols(lines, "overlay") == ["ovl_fill_merge.isra.0", "ovl_get_acl", "ovl_lookup"]
 
 

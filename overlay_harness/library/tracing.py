@@ -41,12 +41,13 @@ class ModuleFunctions:
 
 def text_symbols(kallsyms_lines, module):
     """Function names of `module` in /proc/kallsyms lines ("addr t name\t[module]"),
-    without the compiler's padding and CFI stubs (__pfx_*, __cfi_*)."""
+    without the compiler's padding and CFI stubs (__pfx_*, __cfi_*) and the cold parts
+    it splits off functions (name.cold: the rest of a function, not one of its own)."""
     names = set()
     for line in kallsyms_lines:
         parts = line.split()
         if (len(parts) >= 4 and parts[3] == f"[{module}]" and parts[1] in ("t", "T")
-                and not parts[2].startswith(("__pfx_", "__cfi_"))):
+                and not parts[2].startswith(("__pfx_", "__cfi_")) and ".cold" not in parts[2]):
             names.add(parts[2])
     return sorted(names)
 
