@@ -4,10 +4,11 @@ selected, which summary.json records (the recorder) so that `python -m
 overlay_harness.report merge` can tell the parts of one run from other runs.
 
 - The split is longest-first greedy (each case, the longest first, goes to the part with
-  the least time so far; ties by case id, then fewest cases, then part number): every case is in exactly one
-  part, the parts' totals differ by at most the longest case, and the same cases, the
-  same durations and the same N give the same parts on every machine, in any collection
-  order. The parametrisations of a case over kernels are cases of their own.
+  the least time so far; ties by case id, then fewest cases, then part number): every
+  case is in exactly one part, the parts' totals differ by at most the longest case, and
+  the same cases, the same durations and the same N give the same parts on every
+  machine, in any collection order. The parametrisations of a case over kernels are
+  cases of their own.
 - Durations: --shard-durations FILE (a summary.json, a merged one included, or JSON
   {case id: seconds}), else the whole runs' summary.json in the results directory (a
   shard's own run is left out: shard 2 must see what shard 1 saw). A case's duration is
