@@ -134,6 +134,27 @@ def test_two_shards_merged_equal_the_whole_run(fake, pytester, tmp_path, capsys)
     assert len(doc["tests"]) == 5   # test_no_kernel uses no kernel: not a harness case
 
 
+def test_two_kernels_their_parametrisations_split_and_merged(fake, pytester, tmp_path, capsys):
+    """With two kernels every case runs on each: the (case, kernel) items are split; the
+    merged parts give the whole run's table and regressions."""
+    other = f"--kernel={pytester.path / f'vmlinuz-{NEW}'}"
+    result, whole = fake(other)
+    assert result.ret == 1   # test_report's suite: two regressions on NEW
+    whole = json.loads(whole.read_text())
+    assert whole["selection"]["count"] == 11   # 5 kernel cases x 2 kernels, and test_no_kernel
+    parts = [fake(f"--shard={i}/2", other)[1] for i in (1, 2)]
+    ids = [json.loads(p.read_text())["shard"]["ids"] for p in parts]
+    assert sorted(ids[0] + ids[1]) == whole["selection"]["ids"] and not set(ids[0]) & set(ids[1])
+    assert report.main(["merge", *(str(p.parent) for p in parts), f"--out={tmp_path / 'm'}"]) == 1
+    assert "REGRESSION test_cases.py::test_fs[xfs]: passed on 6.1.0-9-amd64" in capsys.readouterr().err
+    merged = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert outcomes(merged) == outcomes(whole)
+    def key(r):
+        return r["case"], r["kernel"]
+    assert sorted(merged["regressions"], key=key) == sorted(whole["regressions"], key=key)
+    assert [k["label"] for k in merged["kernels"]] == [OLD, NEW]
+
+
 def test_a_committed_durations_file_splits_every_machine_alike(fake, pytester):
     durations = pytester.path / "durations.json"
     durations.write_text(json.dumps({"test_cases.py::test_same": 50, "test_cases.py::test_fs[ext4]": 1,
