@@ -53,6 +53,7 @@ def merge_main(argv):
     ap.add_argument("--origin", default=kcidb.ORIGIN, help=f"KCIDB origin of kcidb.json ({kcidb.ORIGIN})")
     args = ap.parse_args(argv)
     try:
+        kcidb.check_origin(args.origin)
         loaded = merge_mod.load(merge_mod.find_summaries(args.dirs))
         merged, res, timing, per_part = merge_mod.merge(loaded)
         out = merge_mod.write(args.out, merged, res, timing, per_part, origin=args.origin)
@@ -86,7 +87,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m overlay_harness.report",
         description="Merge summary.json files (in kernel order: the first is the baseline) "
-                    "into one case x kernel table.")
+                    "into one case x kernel table. The shards of a run: `merge DIR...` "
+                    "(python -m overlay_harness.report merge --help).")
     ap.add_argument("summaries", nargs="+", type=Path)
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table (CI job summary)")
     ap.add_argument("--by-case", action="store_true",

@@ -160,10 +160,15 @@ def _test(origin, run, rec, build_id, release, accel):
     return t
 
 
+def check_origin(origin):
+    if not re.fullmatch(r"[a-z0-9_]+", origin or ""):
+        raise ValueError(f"KCIDB origin {origin!r}: lower-case letters, digits and '_' only")
+    return origin
+
+
 def document(summary, origin=ORIGIN):
     """The KCIDB v5.3 document of one summary.json (a dict)."""
-    if not re.fullmatch(r"[a-z0-9_]+", origin):
-        raise ValueError(f"KCIDB origin {origin!r}: lower-case letters, digits and '_' only")
+    check_origin(origin)
     run = re.sub(r"[^A-Za-z0-9_.-]", "_", str(summary.get("run_id") or "run"))
     accel = (summary.get("accel") or {}).get("name")
     doc = {"version": dict(SCHEMA_VERSION), "checkouts": [], "builds": [], "tests": [],
