@@ -10,7 +10,7 @@ import pytest
 from test_report import CASES, CONFTEST, NEW, OLD, bzimage
 
 from overlay_harness import report
-from overlay_harness.results import kcidb, shard
+from overlay_harness.results import kcidb, merge, shard
 
 pytest_plugins = ["pytester"]
 
@@ -59,6 +59,22 @@ def test_without_durations_an_even_deterministic_split():
     parts = shard.split(ids, 3)
     assert [len(p) for p in parts] == [4, 3, 3]
     assert parts == shard.split(dict(reversed(list(ids.items()))), 3)
+
+
+def test_the_boot_and_the_first_preparation_are_no_case_time():
+    """The set-ups of a run of `-m volatile --upper-fs=ext4` (2026-12-04): the first case
+    waited for the boot (19.3 s) and the guest's first preparation after it."""
+    recs = [{"case": "first", "outcome": "passed", "setup": 24.56, "duration": 0.48, "teardown": 0.12,
+             "boot": 19.29},
+            *({"case": f"c{i}", "outcome": "passed", "setup": s, "duration": 0.2, "teardown": 0.1}
+              for i, s in enumerate((0.67, 0.51, 0.47, 0.54, 0.61))),
+            {"case": "skipped", "outcome": "skipped", "setup": 0.0, "duration": 0.0, "teardown": 0.0},
+            {"case": "never", "outcome": None}]
+    got = {r["case"]: (seconds, boot) for r, seconds, boot in merge.case_seconds(recs)}
+    assert "never" not in got
+    median = 0.54   # the (upper) median set-up of those that waited for no boot, the skipped one among them
+    assert got["first"] == (pytest.approx(median + 0.48 + 0.12), pytest.approx(24.56 - median))
+    assert got["c0"] == (pytest.approx(0.97), 0.0)
 
 
 @pytest.mark.parametrize("text", ["3/2", "0/2", "1/0", "2", "a/b", "1/2/3", ""])

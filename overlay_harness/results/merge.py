@@ -221,18 +221,27 @@ def merge(loaded):
     return merged, res, timing, per_part
 
 
-def record_seconds(rec, keep_boot=False):
-    """A summary record's seconds: set-up, body and teardown, less the boot it waited for."""
-    total = sum(float(rec.get(k) or 0) for k in ("setup", "duration", "teardown"))
-    return max(0.0, total - (0 if keep_boot else float(rec.get("boot") or 0)))
+def case_seconds(records):
+    """(record, its seconds without the boot, the boot part) of each record that has an
+    outcome. The boot part of a case that waited for a VM boot is its set-up beyond the
+    median set-up of the cases that waited for none: the boot and the guest's first
+    preparation after it, which every shard pays for its own VM."""
+    done = [r for r in records if r.get("outcome")]
+    plain = sorted(float(r.get("setup") or 0) for r in done if not r.get("boot"))
+    median = plain[len(plain) // 2] if plain else 0.0
+    out = []
+    for r in done:
+        total = sum(float(r.get(k) or 0) for k in ("setup", "duration", "teardown"))
+        boot = max(0.0, float(r.get("setup") or 0) - median) if r.get("boot") else 0.0
+        out.append((r, round(total - boot, 3), round(boot, 3)))
+    return out
 
 
 def durations_table(summary):
     """{case id: mean seconds over its kernels, boots left out} (--shard-durations FILE)."""
     sums = {}
-    for rec in summary["results"]:
-        if rec.get("outcome"):
-            sums.setdefault(rec["case"], []).append(record_seconds(rec))
+    for rec, seconds, _boot in case_seconds(summary["results"]):
+        sums.setdefault(rec["case"], []).append(seconds)
     return {c: round(sum(v) / len(v), 2) for c, v in sorted(sums.items())}
 
 

@@ -12,8 +12,9 @@ overlay_harness.report merge` can tell the parts of one run from other runs.
 - Durations: --shard-durations FILE (a summary.json, a merged one included, or JSON
   {case id: seconds}), else the whole runs' summary.json in the results directory (a
   shard's own run is left out: shard 2 must see what shard 1 saw). A case's duration is
-  its set-up, body and teardown, less the VM boot it waited for (each part boots its own
-  VM) unless the case is marked fresh_vm; a case without one gets the mean of those known;
+  its set-up, body and teardown, less the VM boot it waited for and the guest's first
+  preparation after it (each part boots its own VM: merge.case_seconds) unless the case
+  is marked fresh_vm; a case without one gets the mean of those known;
   with none known every case counts 1 s (still deterministic).
 - Under pytest-xdist the controller reads the durations once and hands them to the
   workers, which all split alike; the first worker's selection comes back to the
@@ -31,7 +32,7 @@ import pytest
 
 from ..plugin.options import setting
 from ..plugin.session import kernel_of, uses_harness
-from .merge import record_seconds
+from .merge import case_seconds
 from .recorder import case_key
 
 SELECTION_KEY = pytest.StashKey[dict]()
@@ -76,10 +77,8 @@ def durations_of(data):
     summary.json's records, or of a plain {id: seconds} mapping."""
     out = {"nodeid": {}, "case": {}}
     if isinstance(data, dict) and isinstance(data.get("results"), list):
-        for rec in data["results"]:
-            if not rec.get("outcome"):
-                continue
-            entry = (record_seconds(rec, keep_boot=True), float(rec.get("boot") or 0))
+        for rec, seconds, boot in case_seconds(data["results"]):
+            entry = (seconds + boot, boot)
             if rec.get("nodeid"):
                 out["nodeid"][rec["nodeid"]] = entry
             out["case"].setdefault(rec["case"], []).append(entry)
