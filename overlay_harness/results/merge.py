@@ -165,8 +165,9 @@ def _part_name(path, s):
 
 
 def merge(loaded):
-    """(the merged summary, its Results, the per-part times for the page); a MergeError
-    with every conflict when the summaries are not one run."""
+    """(the merged summary, its Results, the times per kernel as timing.json holds them,
+    the times per part for the page); a MergeError with every conflict when the summaries
+    are not one run."""
     problems = conflicts(loaded)
     if problems:
         raise MergeError(problems)
@@ -195,7 +196,10 @@ def merge(loaded):
                 into["boots_s"] += t.get("boots_s", [])
                 for phase, values in t.get("phases_s", {}).items():
                     into["phases_s"].setdefault(phase, []).extend(values)
-    first = lambda key: next((s[key] for s in summaries if s.get(key)), None)  # noqa: E731
+
+    def first(key):
+        return next((s[key] for s in summaries if s.get(key)), None)
+
     regs = res.regressions()
     merged = {
         "run_id": "merged-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12],
