@@ -411,3 +411,18 @@ def test_kcidb_without_series_and_the_schema_catches_a_bad_one():
     assert not kcidb_io.schema.V5_3.is_valid_exactly(kcidb.document(bad))  # so the checks above can fail
     with pytest.raises(ValueError, match="origin"):
         kcidb.document(s, origin="Not An Origin")
+
+
+def test_a_build_trees_git_checkout_without_the_token_its_remote_carries(tmp_path):
+    import subprocess
+
+    from overlay_harness.results.recorder import _git_of
+    tree = tmp_path / "linux"
+    git = ["git", "-C", str(tree), "-c", "user.email=a@example.org", "-c", "user.name=a"]
+    subprocess.run(["git", "init", "-q", "-b", "vfs.all", str(tree)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run([*git, "remote", "add", "origin", "https://user:secret@example.org/vfs.git"], check=True)
+    found = _git_of(tree)
+    assert found["url"] == "https://example.org/vfs.git" and found["branch"] == "vfs.all"
+    assert len(found["commit"]) == 40 and found["describe"] == found["commit"][:7]
+    assert _git_of(tmp_path) is None   # not a git checkout

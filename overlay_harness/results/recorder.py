@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -127,6 +128,11 @@ def _git_of(tree):
             return None
         value = p.stdout.strip()
         found[key] = value if p.returncode == 0 and value and value != "HEAD" else None
+    if found.get("url"):  # never a token that a remote's URL carries
+        u = urllib.parse.urlsplit(found["url"])
+        if u.password or u.username:
+            host = (u.hostname or "") + (f":{u.port}" if u.port else "")
+            found["url"] = urllib.parse.urlunsplit(u._replace(netloc=host))
     return found if found.get("commit") else None
 
 
