@@ -132,6 +132,13 @@ def pytest_addoption(parser):
              "function tracer): coverage.json in the run directory and a summary per kernel")
     add("--overlay-module", metavar="PATH",
         help="load this built overlay.ko in the guest instead of the stock module")
+    add("--shard", metavar="I/N",
+        help="run part I of N: the collected cases split into N parts of about the same "
+             "measured duration (results/shard.py); `python -m overlay_harness.report merge` "
+             "puts the parts' results together")
+    add("--shard-durations", metavar="FILE",
+        help="--shard: the cases' durations from this file (a summary.json, or JSON "
+             "{case: seconds}) instead of the earlier whole runs in the results directory")
     for dest in SETTINGS:
         parser.addini(ini_name(dest), f"overlay-harness: the default of --{dest.replace('_', '-')}",
                       type="linelist" if dest == "kernel" else "string")

@@ -29,6 +29,7 @@ PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE = "infra_error", "reproducer", "consol
 PROP_KERNEL_LOG, PROP_CONSOLE_EXCERPT = "kernel_log", "console_excerpt"
 EVIDENCE = (PROP_INFRA, PROP_REPRODUCER, PROP_CONSOLE, PROP_KERNEL_LOG, PROP_CONSOLE_EXCERPT)
 PROP_QUARANTINE = "quarantine"
+PROP_BOOT = "vm_boot_s"  # the VM boot a case's set-up waited for (plugin/timing.py's BOOT_PROP)
 
 
 def _props(report):
@@ -110,6 +111,8 @@ class Results:
             rec["guest_release"] = props[PROP_RELEASE]
         if props.get(PROP_KNOWN):
             rec["known_issue"] = props[PROP_KNOWN]
+        if props.get(PROP_BOOT):  # --shard leaves it out of the case's own time
+            rec["boot"] = props[PROP_BOOT]
         if report.outcome == "rerun":  # pytest-rerunfailures: a harness error, run again
             rec["reruns"] = rec.get("reruns", 0) + 1
             return

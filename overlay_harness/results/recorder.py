@@ -19,7 +19,9 @@ plugin/known_issues.py.
 import datetime
 import json
 import os
+import subprocess
 import time
+import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from ..host import kernel as kernel_mod
 from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of, set_property
 from ..plugin.timing import timing_of
 from . import coverage as coverage_mod
+from . import kcidb
 from .model import (
     PROP_CASE,
     PROP_CONSOLE,
@@ -43,6 +46,9 @@ from .model import (
     report_message,
 )
 from .render import html_page, markdown_table, regression_line, text_table
+
+# --shard and what a run selected (summary.json's "selection", "shard"): loaded with this plugin.
+pytest_plugins = ["overlay_harness.results.shard"]
 
 
 def _state(config):
@@ -96,6 +102,7 @@ def _kernel_meta(kernel):
         value = getattr(kernel, name, None)
         meta["config" if name == "config_path" else name] = str(value) if value is not None else None
     meta["package"] = getattr(kernel, "package", None)
+    meta["git"] = _git_of(getattr(kernel, "tree", None)) or _git_json(getattr(kernel, "image", None))
     module = getattr(kernel, "overlay_module", None)
     meta["overlay_module"] = None if module is None else {
         "path": str(module.path), "ident": module.ident, "source": module.source,
@@ -106,6 +113,41 @@ def _kernel_meta(kernel):
     except (OSError, AttributeError, KeyError):
         meta["missing_options"] = None
     return meta
+
+
+def _git_of(tree):
+    """A kernel build tree's git checkout (KCIDB's checkout): url, branch, commit, describe."""
+    if tree is None or not (Path(tree) / ".git").exists():
+        return None
+    found = {}
+    for key, args in (("commit", ["rev-parse", "HEAD"]), ("branch", ["rev-parse", "--abbrev-ref", "HEAD"]),
+                      ("url", ["remote", "get-url", "origin"]), ("describe", ["describe", "--always"])):
+        try:
+            p = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
+                               timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        value = p.stdout.strip()
+        found[key] = value if p.returncode == 0 and value and value != "HEAD" else None
+    if found.get("url"):  # never a token that a remote's URL carries
+        u = urllib.parse.urlsplit(found["url"])
+        if u.password or u.username:
+            host = (u.hostname or "") + (f":{u.port}" if u.port else "")
+            found["url"] = urllib.parse.urlunsplit(u._replace(netloc=host))
+    return found if found.get("commit") else None
+
+
+def _git_json(image):
+    """Where a kernel image built elsewhere came from: git.json beside it (upstream.yml's
+    build job writes one: url, branch, commit, describe), or None."""
+    path = Path(image).with_name("git.json") if image else None
+    try:
+        data = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {k: data.get(k) for k in ("url", "branch", "commit", "describe")}
 
 
 class ReportPlugin:
@@ -226,6 +268,17 @@ def _junit_evidence(config, report):
     reporter.append(node)
 
 
+def _selection_meta(config):
+    """summary.json's "harness" (version), "selection" (what was collected) and "shard"
+    (--shard I/N: its part), which `report merge` checks the parts of a run by."""
+    from .shard import harness_version, selection_of  # shard.py imports this module
+
+    info = selection_of(config) or {}
+    shard = info.get("shard")
+    return {"harness": harness_version(), "selection": info.get("selection"),
+            "shard": dict(shard) if shard else None}
+
+
 def _write_outputs(session, res, exitstatus):
     state = _state(session.config)
     run_dir = Path(state.run_dir) if state is not None else (
@@ -249,8 +302,10 @@ def _write_outputs(session, res, exitstatus):
         "totals": res.totals(),
         "boot_failure": getattr(state, "boot_failure", None),  # the run stopped: the VM did not boot
     }
+    summary.update(_selection_meta(session.config))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / "kcidb.json").write_text(json.dumps(kcidb.document(summary), indent=1) + "\n")
     timing = timing_of(state) if state is not None and state.boot_times else None
     (run_dir / "report.html").write_text(html_page(res, summary, timing))
     (run_dir / "table.md").write_text(markdown_table(res))

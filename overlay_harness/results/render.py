@@ -105,7 +105,7 @@ SHOWN = (Outcome.FAILED, Outcome.ERROR, Outcome.XPASSED, Outcome.QUARANTINED)
 READ_LIMIT = 20000  # characters of a reproducer the page quotes
 
 
-def html_page(res, meta, timing=None):
+def html_page(res, meta, timing=None, extra=()):
     """report.html: totals per kernel; the evidence of each failed, errored, xpassed or
     quarantined case (regressions first); known issues; where the time went per kernel (`timing`, as in
     timing.json); the kernels; the case x kernel table."""
@@ -140,6 +140,7 @@ def html_page(res, meta, timing=None):
         p.append("</ul>")
     if timing:
         p += time_bars(timing_by_kernel(timing, res.kernels))
+    p += list(extra)  # more sections (report merge: where the time went per shard)
     if meta.get("kernels"):
         p += _kernels(meta["kernels"])
     p.append("<h2>Case × kernel</h2><p>Cases whose outcome differs between kernels come first. "
@@ -271,13 +272,14 @@ def time_parts(times):
     return [(key, name, colour, sums[key]) for key, name, colour in TIME_PARTS]
 
 
-def time_bars(per_kernel):
-    """Where the time went, one bar per kernel (inline SVG, all on one scale)."""
+def time_bars(per_kernel, title="Where the time went",
+              intro="Per kernel, summed over the VMs of the run (side by side under xdist)"):
+    """Where the time went, one bar per kernel (or per `intro`'s part; inline SVG, all on one scale)."""
     e = html.escape
     parts = {k: time_parts(t) for k, t in per_kernel.items()}
     longest = max((sum(s for *_, s in ps) for ps in parts.values()), default=0) or 1.0
-    p = ["<h2>Where the time went</h2>",
-         "<p>Per kernel, summed over the VMs of the run (side by side under xdist): VM boots to ready, "
+    p = [f"<h2>{e(title)}</h2>",
+         f"<p>{e(intro)}: VM boots to ready, "
          "and the cases' set-up (boots excluded), body and teardown.",
          "".join(f"<span class='swatch' style='background:{c}'></span>{n}" for _, n, c in TIME_PARTS)
          + "</p><div class='bars'>"]
