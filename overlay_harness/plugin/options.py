@@ -77,6 +77,13 @@ def pytest_addoption(parser):
              "kernel under test and load it in the guest instead of the stock module")
     add("--overlay-module", metavar="PATH",
         help="load this built overlay.ko in the guest instead of the stock module")
+    add("--overlay-patch", action="append", default=[], metavar="FILE",
+        help="a patch series for fs/overlayfs (git format-patch files, a b4 mbox, or diffs; "
+             "repeatable, in order) applied onto --overlay-src or the kernel's own source, built "
+             "and loaded; outcomes are compared with the same source without it (docs/patch-series.md)")
+    add("--overlay-base", action="store_true", default=False,
+        help="build overlay.ko from the kernel's own unmodified fs/overlayfs (or --overlay-src) "
+             "the way --overlay-patch builds a series: the baseline's run")
     for dest in SETTINGS:
         parser.addini(ini_name(dest), f"overlay-harness: the default of --{dest.replace('_', '-')}",
                       type="linelist" if dest == "kernel" else "string")
