@@ -65,7 +65,8 @@ def make_series(base, work, edits, cover_subject="ovl: a test series"):
     git(tree, "commit", "-q", "-m", "base")
     for edit in edits:
         subject = edit(tree)
-        git(tree, "commit", "-q", "-a", "-m", subject, "-m", "Signed-off-by: A Developer <dev@example.org>")
+        git(tree, "add", "-A")
+        git(tree, "commit", "-q", "-m", subject, "-m", "Signed-off-by: A Developer <dev@example.org>")
     git(tree, "format-patch", "-q", "--cover-letter", "--thread", "-o", str(out), f"HEAD~{len(edits)}")
     files = sorted(out.glob("*.patch"))
     cover, patches = files[0], files[1:]

@@ -18,9 +18,9 @@ Load it with `-p overlay_harness.plugin` (conftest.py does); its parts:
 
 pytest_plugins = [
     "overlay_harness.plugin.options",
+    "overlay_harness.plugin.series",  # before session.py, which imports it
     "overlay_harness.plugin.session",
     "overlay_harness.plugin.known_issues",  # before fixtures.py, which imports it
     "overlay_harness.plugin.fixtures",
     "overlay_harness.plugin.evidence",
-    "overlay_harness.plugin.series",
 ]

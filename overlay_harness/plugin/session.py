@@ -292,6 +292,10 @@ def header_lines(state, resolve=True):
         lines.append(f"kernel: {k.release} ({k.image}){note}")
         if k.overlay_module:
             lines.append(k.overlay_module.describe())
+        if state.series is not None and k.release in state.series_info:
+            lines.append(f"series: {len(state.series.patches)} patches onto "
+                         f"{state.series_info[k.release]['base']} (patchset hash "
+                         f"{state.series.patchset_hash[:16]}); compared against the same source without it")
     accel = state.accel if resolve else state.known_accel
     if accel is not None:
         lines.append(f"accel: {accel.name} ({accel.reason})")

@@ -221,17 +221,21 @@ def _baseline_summary(tr, res, check):
     compared = res.against_baseline()
     by = {c: [x for x in compared if x["change"] is c] for c in Change}
     regs = by[Change.REGRESSED]
-    tr.write_sep("=", f"{len(regs)} regression{'s' if len(regs) != 1 else ''} against the baseline",
+    tr.write_sep("=", f"{_n(len(regs), 'regression')} against the baseline",
                  red=bool(regs), green=not regs, bold=True)
     for x in regs + by[Change.FIXED] + by[Change.CHANGED] + by[Change.NEW]:
         tr.write_line(f"{x['change']}: {x['case']} on {x['kernel']}: baseline {x['baseline'] or 'not run'}, "
                       f"now {x['outcome']}", red=x["change"] is Change.REGRESSED)
-    tr.write_line(f"against the baseline: {len(regs)} regressions, {len(by[Change.FIXED])} fixed, "
+    tr.write_line(f"against the baseline: {_n(len(regs), 'regression')}, {len(by[Change.FIXED])} fixed, "
                   f"{len(by[Change.CHANGED])} changed, {len(by[Change.NEW])} new, "
                   f"{len(by[Change.UNCHANGED])} unchanged")
     if check:
         tr.write_line(f"check: {check['state']} {check['context']} \"{check['description']}\" "
                       f"{check['target_url']}")
+
+
+def _n(count, word):
+    return f"{count} {word}{'s' if count != 1 else ''}"
 
 
 class _JunitBaseline:

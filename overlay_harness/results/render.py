@@ -382,7 +382,8 @@ def check_result(summary, report_path):
     other = len(ab.get("changed", [])) + len(ab.get("new", []))
     state = "fail" if regs else ("warning" if errors or other else "success")
     kernels = ", ".join(k["release"] for k in summary.get("kernels", []))
-    parts = [f"{len(ab.get('regressions', []))} regressions against the baseline",
+    n = len(ab.get("regressions", []))
+    parts = [f"{n} regression{'s' if n != 1 else ''} against the baseline",
              f"{len(ab.get('fixed', []))} fixed", f"{ab.get('unchanged', 0)} unchanged"]
     if other:
         parts.append(f"{other} changed otherwise or new")
