@@ -17,7 +17,8 @@ from overlay_harness import series as series_tool
 from overlay_harness.host import series
 from overlay_harness.plugin.series import selection_args
 from overlay_harness.results.model import Change, Outcome, Results, change
-from overlay_harness.results.render import check_result
+from overlay_harness.results.recorder import exit_against_baseline
+from overlay_harness.results.render import check_result, html_page
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not shutil.which("git"), reason="needs git")
@@ -230,3 +231,27 @@ def test_make_series_makes_git_format_patch_files(base, tmp_path):
     assert cover.name == "0000-cover-letter.patch" and len(patches) == 3
     assert git(tmp_path / "w" / "linux", "log", "--format=%s", "-1").strip() == "ovl: third reverts the first"
     assert "--- a/fs/overlayfs/super.c" in patches[0].read_text()
+
+
+def test_the_exit_status_follows_the_regressions_against_the_baseline():
+    ok, failed = pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED
+    assert exit_against_baseline(failed, [], []) == ok        # failures the baseline shares
+    assert exit_against_baseline(ok, [], [{"case": "a"}]) == failed
+    assert exit_against_baseline(ok, [("a", "k2", "failed")], []) == failed   # between kernels still
+    assert exit_against_baseline(pytest.ExitCode.INTERRUPTED, [], []) == pytest.ExitCode.INTERRUPTED
+
+
+def test_report_html_says_regressions_against_the_baseline():
+    res = Results(["k"])
+    res.cases.append("a")
+    res.rows[("a", "k")] = {"case": "a", "kernel": "k", "outcome": Outcome.FAILED, "duration": 0.1}
+    meta = {"run_id": "r", "exit_status": 1, "baseline": {"cached": True, "summary": "/c/summary.json"},
+            "series": {"patchset_hash": "ab" * 32, "patches": [{"subject": "[PATCH 1/1] ovl: x",
+                                                                 "sha256": "cd" * 32}]},
+            "against_baseline": {"regressions": [{"case": "a", "kernel": "k", "baseline": "passed",
+                                                  "outcome": "failed"}],
+                                 "fixed": [], "changed": [], "new": [], "unchanged": 0}}
+    page = html_page(res, meta)
+    assert "<b>1 regression against the baseline</b>" in page
+    assert "Regressions against the baseline: 1" in page and "[PATCH 1/1] ovl: x" in page
+    assert "against the baseline" not in html_page(res, {"run_id": "r"})

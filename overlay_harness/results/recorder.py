@@ -179,11 +179,7 @@ class ReportPlugin:
             return
         regs = res.regressions()
         if self._baseline() is not None:
-            # Against a baseline the verdict is its regressions (and the kernels'), not the
-            # failures both runs share: the known issues and breakage the series did not make.
-            failing = bool(regs or res.baseline_regressions())
-            if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED if failing else pytest.ExitCode.OK
+            session.exitstatus = exit_against_baseline(session.exitstatus, regs, res.baseline_regressions())
         if regs and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -214,6 +210,16 @@ class ReportPlugin:
                           f"{self.written}/report.html")
         for line in self.annotations:
             tr.write_line(line)
+
+
+def exit_against_baseline(status, kernel_regressions, baseline_regressions):
+    """The exit status of a run against a baseline: its regressions (and the kernels')
+    decide, not the failures both runs share (the known issues, breakage the series did
+    not make); an interrupted run or a usage or internal error keeps its status."""
+    if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return status
+    failing = bool(kernel_regressions or baseline_regressions)
+    return pytest.ExitCode.TESTS_FAILED if failing else pytest.ExitCode.OK
 
 
 def _baseline_summary(tr, res, check):

@@ -120,9 +120,12 @@ def html_page(res, meta, timing=None):
          "</head><body>",
          f"<h1>overlay-harness: {e(str(meta.get('run_id', 'results')))}</h1>"]
     status = meta.get("exit_status")
+    against = (meta.get("against_baseline") or {}).get("regressions")
     p.append(f"<p>{len(res.cases)} cases × {len(res.kernels)} kernels; "
              f"{sum(1 for c in res.cases if res.differs(c))} differ between kernels; "
              f"<b>{len(regs)} regression{'s' if len(regs) != 1 else ''}</b>"
+             + ("" if against is None else f" between kernels; <b>{len(against)} regression"
+                f"{'s' if len(against) != 1 else ''} against the baseline</b>")
              + (f"; pytest exit status {e(str(status))}" if status is not None else "") + ".</p>")
     p += _against_baseline(meta)
     p += _totals(res)
