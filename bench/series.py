@@ -21,26 +21,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from series_data import break_syncfs, fix_syncfs, harmless, make_series  # noqa: E402
+from series_data import (  # noqa: E402
+    break_syncfs,
+    comment_in_file_c,
+    fix_syncfs,
+    harmless,
+    make_series,
+    volatile_fsync_reaches_upper,
+)
 
 from overlay_harness import series as series_tool  # noqa: E402
 from overlay_harness.host import fetch  # noqa: E402
 from overlay_harness.host import kernel as kernel_mod  # noqa: E402
-
-
-def comment_in_file_c(tree):
-    f = tree / "fs/overlayfs/file.c"
-    f.write_text(f.read_text().replace("\n", "\n/* ovl: another comment */\n", 1))
-    return "ovl: add a comment to file.c"
-
-
-def volatile_fsync_reaches_upper(tree):
-    f = tree / "fs/overlayfs/file.c"
-    old = "\tret = ovl_sync_status(OVL_FS(file_inode(file)->i_sb));\n\tif (ret <= 0)\n"
-    text = f.read_text()
-    assert old in text, "mutants/001's hunk is not in this file.c"
-    f.write_text(text.replace(old, old.replace("ret <= 0", "ret < 0"), 1))
-    return "ovl: sync the upper file on fsync of a volatile overlay"
 
 
 def main():

@@ -26,24 +26,40 @@ SYNCFS_BROKEN = """	if (ret <= 0)
 """
 
 
+def _replace(tree, path, old, new, what):
+    f = tree / "fs/overlayfs" / path
+    text = f.read_text()
+    assert old in text, f"{what} is not in this {path}"
+    f.write_text(text.replace(old, new, 1))
+
+
 def harmless(tree):
-    f = tree / "fs/overlayfs/super.c"
-    f.write_text(f.read_text().replace("\n", "\n/* ovl: a comment only: nothing changes */\n", 1))
+    _replace(tree, "super.c", "\n", "\n/* ovl: a comment only: nothing changes */\n", "a line")
     return "ovl: add a comment to super.c"
 
 
 def break_syncfs(tree):
-    f = tree / "fs/overlayfs/super.c"
-    text = f.read_text()
-    assert SYNCFS_GOOD in text, "the syncfs hunk of mutants/011 is not in this super.c"
-    f.write_text(text.replace(SYNCFS_GOOD, SYNCFS_BROKEN, 1))
+    _replace(tree, "super.c", SYNCFS_GOOD, SYNCFS_BROKEN, "the syncfs hunk of mutants/011")
     return "ovl: return 0 from syncfs of a volatile overlay that saw an error"
 
 
 def fix_syncfs(tree):
-    f = tree / "fs/overlayfs/super.c"
-    f.write_text(f.read_text().replace(SYNCFS_BROKEN, SYNCFS_GOOD, 1))
+    _replace(tree, "super.c", SYNCFS_BROKEN, SYNCFS_GOOD, "patch 2's hunk")
     return "ovl: return the volatile overlay's error from syncfs again"
+
+
+def comment_in_file_c(tree):
+    _replace(tree, "file.c", "\n", "\n/* ovl: another comment */\n", "a line")
+    return "ovl: add a comment to file.c"
+
+
+# mutants/001's hunk: fsync of a volatile overlay with no error reaches the upper file
+FSYNC_GOOD = "\tret = ovl_sync_status(OVL_FS(file_inode(file)->i_sb));\n\tif (ret <= 0)\n"
+
+
+def volatile_fsync_reaches_upper(tree):
+    _replace(tree, "file.c", FSYNC_GOOD, FSYNC_GOOD.replace("ret <= 0", "ret < 0"), "mutants/001's hunk")
+    return "ovl: sync the upper file on fsync of a volatile overlay"
 
 
 def git(tree, *argv):
