@@ -10,6 +10,7 @@ and one for a baseline not cached yet); downloads linux-source on first use."""
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def test_the_per_patch_table_names_the_patch_that_broke_and_the_one_that_fixed(t
     base = fetch.fetch_source(kernel.release, members=["fs/overlayfs"]) / "fs" / "overlayfs"
     _patches, _cover, mbox = make_series(base, tmp_path / "w", [harmless, break_syncfs, fix_syncfs])
     p = subprocess.run([sys.executable, "-m", "overlay_harness.series", str(mbox), "-n", "1",
-                        "--out", str(tmp_path / "out"), "--", *SELECTION],
+                        "--out", str(tmp_path / "out"), "--", *SELECTION,
+                        f"--junitxml={tmp_path / 'junit.xml'}"],   # each step writes it: the last stays
                        cwd=ROOT, capture_output=True, text=True, timeout=1500)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-4000:]   # the whole series regresses nothing
@@ -51,3 +53,11 @@ def test_the_per_patch_table_names_the_patch_that_broke_and_the_one_that_fixed(t
     assert step2["series"]["patchset_hash"] and len(step2["series"]["patches"]) == 2
     assert step2["module_build"]["valid"] and step2["module_build"]["duration"] > 0
     assert "regression against the baseline" in Path(step2["run_dir"], "report.html").read_text()
+    junit = ET.parse(tmp_path / "junit.xml").getroot()
+    suite = {p.get("name"): p.get("value") for p in junit.iter("property")
+             if p.get("name").endswith("_baseline")}
+    assert suite["fixed_against_baseline"] == "1" and suite["regressions_against_baseline"] == "0"
+    case = next(t for t in junit.iter("testcase")
+                if t.get("name").startswith("test_volatile_sync_calls_return"))
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["against_baseline"] == "fixed" and props["baseline_outcome"] == "passed"
