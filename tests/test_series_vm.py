@@ -54,8 +54,8 @@ def test_the_per_patch_table_names_the_patch_that_broke_and_the_one_that_fixed(t
     assert step2["module_build"]["valid"] and step2["module_build"]["duration"] > 0
     assert "regression against the baseline" in Path(step2["run_dir"], "report.html").read_text()
     junit = ET.parse(tmp_path / "junit.xml").getroot()
-    suite = {p.get("name"): p.get("value") for p in junit.iter("property")
-             if p.get("name").endswith("_baseline")}
+    (suite_props,) = [s.find("properties") for s in junit.iter("testsuite")]   # the suite's own
+    suite = {p.get("name"): p.get("value") for p in suite_props if p.get("name").endswith("_baseline")}
     # the last step (1-3) against the baseline: the case is back where it was, so unchanged
     assert suite == {"regressions_against_baseline": "0", "fixed_against_baseline": "0",
                      "unchanged_against_baseline": "2"}
