@@ -20,6 +20,7 @@ it again. A baseline with a harness error is not cached. The results layer compa
 outcome against it (results/model.py: Change); what the run tested goes into
 summary.json as data (`series_record`)."""
 
+import hashlib
 import json
 import os
 import re
@@ -107,7 +108,8 @@ def selection_args(args):
 
 
 def _tree_digest(paths):
-    import hashlib
+    """sha256 over the .py and .toml files under `paths` (names relative to each path, and
+    bytes): the same files give the same digest in any checkout."""
     h = hashlib.sha256()
     for top in paths:
         top = Path(top)
@@ -116,7 +118,8 @@ def _tree_digest(paths):
             dirs[:] = sorted(x for x in dirs if x not in ("results", ".venv", ".git", "__pycache__"))
             files += [Path(d) / n for n in sorted(names) if n.endswith((".py", ".toml"))]
         for f in files:
-            h.update(str(f).encode() + b"\0" + f.read_bytes())
+            name = f.name if f == top else str(f.relative_to(top))
+            h.update(name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
@@ -133,7 +136,6 @@ def baseline_key(config, state, key_args):
         "cases": _tree_digest(paths or given) + _tree_digest([root / "conftest.py"]),
         "harness": _tree_digest([Path(__file__).resolve().parent.parent]),
     }
-    import hashlib
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24], parts
 
 
