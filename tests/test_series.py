@@ -5,6 +5,7 @@ naming the patch and the file), the outcome changes against a baseline, the chec
 result, and the per-patch table."""
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -255,3 +256,19 @@ def test_report_html_says_regressions_against_the_baseline():
     assert "<b>1 regression against the baseline</b>" in page
     assert "Regressions against the baseline: 1" in page and "[PATCH 1/1] ovl: x" in page
     assert "against the baseline" not in html_page(res, {"run_id": "r"})
+
+
+def test_an_incremental_build_copies_only_the_files_that_changed(base, tmp_path):
+    from overlay_harness.host import modbuild
+    work = tmp_path / "work"
+    modbuild._sync(base, work)
+    (work / "super.o").write_bytes(b"object")   # what make left there
+    for f in work.iterdir():
+        os.utime(f, (1_000_000, 1_000_000))
+    (base / "overlayfs.h").write_text("#define OVL 2\n")
+    (base / "Makefile").unlink()
+    modbuild._sync(base, work)
+    assert (work / "super.c").stat().st_mtime == 1_000_000      # unchanged: make leaves super.o be
+    assert (work / "overlayfs.h").stat().st_mtime > 1_000_000   # changed: what includes it rebuilds
+    assert (work / "overlayfs.h").read_text() == "#define OVL 2\n"
+    assert not (work / "Makefile").exists() and (work / "super.o").read_bytes() == b"object"
