@@ -26,11 +26,13 @@ from ..host import accel as accel_mod
 from ..host import kernel as kernel_mod
 from ..host import modbuild, preflight, splat
 from ..host.agent_client import HarnessError
+from ..host.series import SeriesError
 from ..host.vm import VM
 from ..host.vng import mem_available_bytes, size_bytes
 from ..library.devices import FILESYSTEMS
 from ..library.features import GuestFacts
 from ..library.guest import Guest
+from . import series as series_plugin
 from .options import HARNESS_FIXTURES, given, setting
 
 
@@ -81,6 +83,10 @@ class HarnessState:
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
         self.kernel_times = {}  # kernel label -> its boots and phase times (timing.py)
+        self.series = None        # --overlay-patch: the host.series.Series under test
+        self.series_info = {}     # release -> what its module was built from (plugin/series.py)
+        self.baseline = None      # {(case, kernel): outcome} of the run without the series
+        self.baseline_meta = None
 
     @functools.cached_property
     def splat_policy(self):
@@ -111,10 +117,14 @@ class HarnessState:
         root that holds it (modbuild.substitute); xdist workers get the built modules."""
         opt = self.config.getoption
         src, path = opt("overlay_src"), opt("overlay_module")
-        if not (src or path):
+        based = series_plugin.wanted(self.config)  # --overlay-patch / --overlay-base
+        if not (src or path or based):
             return kernels
         if src and path:
             raise pytest.UsageError("--overlay-src and --overlay-module: give one of them")
+        if based and path:
+            raise pytest.UsageError("--overlay-patch/--overlay-base and --overlay-module: the series "
+                                    "is built from a source (--overlay-src, or the kernel's own)")
         built = (self.worker or {}).get("ovh_overlay_modules", {})
         kernels = list(kernels)
         for i, k in enumerate(kernels):
@@ -123,14 +133,18 @@ class HarnessState:
                 if k.release in built:
                     module = modbuild.OverlayModule(**{**built[k.release],
                                                        "path": Path(built[k.release]["path"])})
+                elif based:
+                    module = series_plugin.build(self, k, out)
                 elif src:
                     module = modbuild.build(src, k, out)
                 else:
                     module = modbuild.use(path, k, out)
                 kernels[i] = modbuild.substitute(k, module, out)
-            except modbuild.ModuleError as e:
-                opt = f"--overlay-src={src}" if src else f"--overlay-module={path}"
+            except (modbuild.ModuleError, SeriesError) as e:
                 message = str(e)
+                if based or isinstance(e, SeriesError):  # the series' messages name their patch
+                    raise pytest.UsageError(message) from None
+                opt = f"--overlay-src={src}" if src else f"--overlay-module={path}"
                 raise pytest.UsageError(message if message.startswith(opt.split("=")[0])
                                         else f"{opt}: {message}") from None
         return kernels
@@ -328,6 +342,10 @@ def header_lines(state, resolve=True):
         lines.append(f"kernel: {k.release} ({k.image}){note}")
         if k.overlay_module:
             lines.append(k.overlay_module.describe())
+        if state.series is not None and k.release in state.series_info:
+            lines.append(f"series: {len(state.series.patches)} patches onto "
+                         f"{state.series_info[k.release]['base']} (patchset hash "
+                         f"{state.series.patchset_hash[:16]}); compared against the same source without it")
     accel = state.accel if resolve else state.known_accel
     if accel is not None:
         lines.append(f"accel: {accel.name} ({accel.reason})")
