@@ -77,6 +77,14 @@ def pytest_addoption(parser):
              "kernel under test and load it in the guest instead of the stock module")
     add("--overlay-module", metavar="PATH",
         help="load this built overlay.ko in the guest instead of the stock module")
+    add("--target", action="append", default=[], metavar="ssh://[user@]host[:port]",
+        help="run the cases on this running machine over SSH (paramiko) instead of booting a "
+             "VM; repeat for one per xdist worker (-n N); see docs/ssh-targets.md")
+    add("--target-key", metavar="FILE",
+        help="private key for --target (default: the SSH agent's and ~/.ssh's keys)")
+    add("--target-reboot", metavar="COMMAND",
+        help="shell command that reboots a --target that stopped answering (a power switch, a "
+             "cloud CLI); the harness then waits for SSH from a new boot")
     for dest in SETTINGS:
         parser.addini(ini_name(dest), f"overlay-harness: the default of --{dest.replace('_', '-')}",
                       type="linelist" if dest == "kernel" else "string")
