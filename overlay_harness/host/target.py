@@ -127,10 +127,22 @@ def parse_targets(texts, key_file=None, reboot=None, workers=None, kernels=()):
     return specs
 
 
+@dataclass
+class TargetKernel(Kernel):
+    """The kernel a target runs: unknown until it connects, when start() fills in its
+    release (and prepare_guest its config, from the target). Its label, what reports and
+    summary.json name the kernel by, is the target's address."""
+
+    target: str = ""
+
+    @property
+    def label(self):
+        return self.target
+
+
 def target_kernel(spec):
-    """The kernel of a target: unknown until it connects, when start() fills in its release
-    (and prepare_guest its config, from the target)."""
-    return Kernel(image=f"the kernel {spec} runs", release=str(spec), run_arg=None)
+    return TargetKernel(image=f"the kernel {spec} runs", release=str(spec), run_arg=None,
+                        target=str(spec))
 
 
 def fingerprint(key):

@@ -1,0 +1,157 @@
+"""--target against a real kernel without a second machine: a guest booted here with sshd
+(virtme-ng --ssh --ssh-tcp: user-mode networking, the guest's port 22 forwarded from
+127.0.0.1 only) stands in for a machine the harness does not boot. The volatile cases on
+ext4 run on it over SSH and end as they do on a guest the harness boots itself, case by
+case; nothing is left in it afterwards; a target that stops answering fails the case
+that lost it and errors the worker's next ones as gone.
+
+Run under the shared VM lock: `flock /tmp/ovh-vm.lock .venv/bin/pytest tests/test_target_vm.py`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from procs import qemu_processes, wait_for
+from sshd import free_port
+from test_vm import listening_tcp_inodes, socket_inodes
+
+from overlay_harness.host import vm as vm_mod
+from overlay_harness.library.features import SYSCTLS
+from overlay_harness.library.guest import Guest
+
+pytestmark = pytest.mark.vm
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ["cases", "-m", "volatile", "--upper-fs", "ext4"]
+
+
+class SshdVM(vm_mod.VM):
+    """A VM whose guest also runs sshd, reachable at 127.0.0.1:ssh_port on the host."""
+
+    def __init__(self, *args, ssh_port, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ssh_port = ssh_port
+
+    def command(self, sock):
+        cmd = super().command(sock)
+        at = cmd.index("--exec")
+        return cmd[:at] + ["--ssh", str(self.ssh_port), "--ssh-tcp"] + cmd[at:]
+
+    @property
+    def ssh_key(self):
+        return self.workdir / "home/.cache/virtme-ng/.ssh/id_virtme"  # virtme-ng makes it
+
+
+def ssh_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.settimeout(5)
+            return s.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
+def pytest_run(args, results, env=None, timeout=420):
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pytest", *args, f"--results-dir={results}",
+                           "-p", "no:cacheprovider", "-q"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    found = {name: next(Path(results).glob(f"*/{name}"), None) for name in ("summary.json", "timing.json")}
+    summary, timing = (json.loads(p.read_text()) if p else None for p in found.values())
+    return done, summary, timing, time.monotonic() - t0
+
+
+def outcomes(summary):
+    return {r["case"]: r["outcome"] for r in summary["results"]}
+
+
+def per_case_s(timing):
+    phases = timing["phases_s"]
+    n = len(phases["call"])
+    return sum(sum(phases[p]) for p in phases) / n if n else None
+
+
+def guest_leftovers(g):
+    """What a target session could leave in the guest: private directories, attached loop
+    devices, dm devices, mounts under /tmp."""
+    left = [f"/tmp/{n}" for n in g.must.listdir("/tmp") if n.startswith("ovh-target.")]
+    for name in g.must.listdir("/sys/block"):
+        attached = isinstance(g.read_file(f"/sys/block/{name}/loop/backing_file"), bytes)
+        if name.startswith("dm-") or (name.startswith("loop") and attached):
+            left.append(name)
+    left += [m for m in g.mounts() if m.startswith("/tmp/ovh-target.")]
+    return left
+
+
+LOSE_THE_TARGET = """
+def test_kills_sshd(guest):
+    guest.run(["pkill", "-KILL", "sshd"], check=False)  # the listener and this session
+
+def test_after(guest):
+    pass
+"""
+
+
+def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path, request):
+    from overlay_harness.plugin.session import STATE_KEY
+    state = request.config.stash[STATE_KEY]
+    port = free_port()
+    machine = SshdVM(kernel, state.accel, tmp_path / "vm", name="ovh-selftest-target",
+                     ssh_port=port)
+    home = tmp_path / "home"  # the runs' HOME: its ~/.ssh/known_hosts holds the guest's key
+    (home / ".ssh").mkdir(parents=True)
+    env = dict(os.environ, HOME=str(home))
+    target = [f"--target=ssh://root@127.0.0.1:{port}", f"--target-key={machine.ssh_key}"]
+    try:
+        machine.start()
+        assert wait_for(lambda: ssh_answers(port), timeout=60, interval=0.5), "no sshd in the guest"
+        pids = qemu_processes(machine.name)
+        listening = [line.split() for t in ("/proc/net/tcp", "/proc/net/tcp6")
+                     for line in open(t).read().splitlines()[1:]]
+        ours = [f for f in listening if f[9] in socket_inodes(pids[0]) & listening_tcp_inodes()]
+        assert ours and all(f[1] == f"0100007F:{port:04X}" for f in ours), ours  # 127.0.0.1 only
+        g = Guest(machine.agent)
+        sysctls = {k: g.must.read_file(f"/proc/sys/{k}") for k in SYSCTLS}
+
+        # An unknown host key stops the run before any case, saying how to accept it.
+        done, summary, _, _ = pytest_run(CASES + target, tmp_path / "unknown-key", env)
+        assert done.returncode == 3, done.stdout[-3000:]
+        assert f"ssh-keyscan -p {port}" in done.stdout + done.stderr
+        assert guest_leftovers(g) == []
+
+        keys = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+        (home / ".ssh/known_hosts").write_text(keys)
+        on_target, summary_t, timing_t, wall_t = pytest_run(CASES + target, tmp_path / "on-target", env)
+        assert summary_t and summary_t["results"], on_target.stdout[-3000:]
+        assert {r["guest_release"] for r in summary_t["results"] if "guest_release" in r} \
+            <= {kernel.release}
+        assert guest_leftovers(g) == [], "the target run left things in the guest"
+        assert {k: g.must.read_file(f"/proc/sys/{k}") for k in SYSCTLS} == sysctls
+
+        # A target that stops answering: the case that lost it errors (lost), the next one
+        # errors as gone, at once, with no reboot command to bring it back.
+        (tmp_path / "lose").mkdir()
+        (tmp_path / "lose/test_lose.py").write_text(LOSE_THE_TARGET)
+        lost, summary_l, _, _ = pytest_run([str(tmp_path / "lose"), *target], tmp_path / "lost", env,
+                                           timeout=120)
+        rec = {r["case"].split("::")[-1]: r for r in summary_l["results"]}
+        assert rec["test_kills_sshd"]["outcome"] == "error", lost.stdout[-3000:]
+        assert rec["test_kills_sshd"].get("infra_error") == "lost"
+        assert rec["test_after"]["outcome"] == "error" and rec["test_after"].get("infra_error") == "lost"
+        assert "is gone: it stopped answering SSH" in rec["test_after"]["message"]
+    finally:
+        machine.stop()
+    wait_for(lambda: not qemu_processes(machine.name), 10)
+    assert qemu_processes(machine.name) == []
+
+    booted, summary_b, timing_b, wall_b = pytest_run(CASES, tmp_path / "booted")
+    assert outcomes(summary_t) == outcomes(summary_b), (on_target.stdout[-2000:], booted.stdout[-2000:])
+    assert len(outcomes(summary_b)) >= 10
+    print(f"\nper case (setup+call+teardown, mean): over SSH {per_case_s(timing_t):.2f} s, "
+          f"virtio port {per_case_s(timing_b):.2f} s; runs {wall_t:.0f} s / {wall_b:.0f} s "
+          f"(booted: with its boot {timing_b['boots_s']})")
