@@ -246,3 +246,14 @@ def test_a_reboot_command_must_bring_a_new_boot(target, tmp_path):
     target.reboot = "exit 3"
     with pytest.raises(BootError, match="--target-reboot exited with 3"):
         target.restart()
+
+
+def test_a_target_run_boots_nothing_here(pytester):
+    """With --target the header names the target and no kernel, accelerator (no KVM probe)
+    or host preflight; collecting connects to nothing (TEST-NET-1 is never reached)."""
+    pytester.makepyfile(test_k="def test_k(guest):\n    pass\n")
+    result = pytester.runpytest(*PLUGINS, "--target=ssh://alice@192.0.2.1:2222", "--collect-only")
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert "target: ssh://alice@192.0.2.1:2222" in out
+    assert "accel:" not in out and "kernel:" not in out and "qemu:" not in out

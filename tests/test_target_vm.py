@@ -20,6 +20,7 @@ from procs import qemu_processes, wait_for
 from sshd import free_port
 from test_vm import listening_tcp_inodes, socket_inodes
 
+from overlay_harness.host import target as target_mod
 from overlay_harness.host import vm as vm_mod
 from overlay_harness.library.features import SYSCTLS
 from overlay_harness.library.guest import Guest
@@ -46,6 +47,18 @@ class SshdVM(vm_mod.VM):
         return self.workdir / "home/.cache/virtme-ng/.ssh/id_virtme"  # virtme-ng makes it
 
 
+def ensure_guest_network(g):
+    """Give the guest's NIC slirp's address (10.0.2.15/24), where the forwarded port leads,
+    if virtme-ng's DHCP did not: it races udev renaming the NIC (eth0 -> enp0sN, seen here
+    in spite of net.ifnames=0), and the NIC that lost stays down."""
+    nics = [n for n in g.must.listdir("/sys/class/net")  # readlink: a path, or an Errno
+            if str(g.readlink(f"/sys/class/net/{n}/device/driver")).endswith("/virtio_net")]
+    assert len(nics) == 1, f"no single virtio NIC in the guest: {nics}"
+    if "10.0.2.15/" not in g.run(["ip", "-4", "addr", "show", "dev", nics[0]]).stdout:
+        g.run(["ip", "link", "set", "dev", nics[0], "up"])
+        g.run(["ip", "addr", "add", "10.0.2.15/24", "dev", nics[0]])
+
+
 def ssh_answers(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -63,6 +76,13 @@ def pytest_run(args, results, env=None, timeout=420):
     found = {name: next(Path(results).glob(f"*/{name}"), None) for name in ("summary.json", "timing.json")}
     summary, timing = (json.loads(p.read_text()) if p else None for p in found.values())
     return done, summary, timing, time.monotonic() - t0
+
+
+def round_trip_ms(agent, n=200):
+    t0 = time.monotonic()
+    for _ in range(n):
+        agent.request("stat", ["/"])
+    return (time.monotonic() - t0) / n * 1000
 
 
 def outcomes(summary):
@@ -88,6 +108,12 @@ def guest_leftovers(g):
 
 
 LOSE_THE_TARGET = """
+def test_a_splat(guest):  # the kernel log check, on the target: fails this case
+    guest.must.write_file("/dev/kmsg", b"<4>WARNING: CPU: 0 PID: 1 at fake/target.c:1 test\\n")
+
+def test_clean(guest):
+    pass
+
 def test_kills_sshd(guest):
     guest.run(["pkill", "-KILL", "sshd"], check=False)  # the listener and this session
 
@@ -108,13 +134,17 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
     target = [f"--target=ssh://root@127.0.0.1:{port}", f"--target-key={machine.ssh_key}"]
     try:
         machine.start()
-        assert wait_for(lambda: ssh_answers(port), timeout=60, interval=0.5), "no sshd in the guest"
+        g = Guest(machine.agent)
+        ensure_guest_network(g)
+        if not wait_for(lambda: ssh_answers(port), timeout=60, interval=0.5):
+            sshd = g.run(["pgrep", "-a", "sshd"], check=False).stdout
+            log = [r[3] for r in g.kmsg(-1) if "virtme" in r[3] or "ssh" in r[3]]
+            pytest.fail(f"no sshd answers in the guest: sshd processes {sshd!r}; {log[-10:]}")
         pids = qemu_processes(machine.name)
         listening = [line.split() for t in ("/proc/net/tcp", "/proc/net/tcp6")
                      for line in open(t).read().splitlines()[1:]]
         ours = [f for f in listening if f[9] in socket_inodes(pids[0]) & listening_tcp_inodes()]
         assert ours and all(f[1] == f"0100007F:{port:04X}" for f in ours), ours  # 127.0.0.1 only
-        g = Guest(machine.agent)
         sysctls = {k: g.must.read_file(f"/proc/sys/{k}") for k in SYSCTLS}
 
         # An unknown host key stops the run before any case, saying how to accept it.
@@ -126,6 +156,17 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
         keys = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True,
                               text=True, timeout=60, check=True).stdout
         (home / ".ssh/known_hosts").write_text(keys)
+        round_trips = {"port": round_trip_ms(machine.agent)}
+        spec = target_mod.TargetSpec("root", "127.0.0.1", port)
+        direct = target_mod.SshTarget(spec, target_mod.target_kernel(spec), tmp_path / "direct",
+                                      key_file=str(machine.ssh_key),
+                                      known_hosts=str(home / ".ssh/known_hosts"))
+        try:
+            direct.start()
+            assert direct.guest_release == kernel.release
+            round_trips["ssh"] = round_trip_ms(direct.agent)
+        finally:
+            direct.stop()
         on_target, summary_t, timing_t, wall_t = pytest_run(CASES + target, tmp_path / "on-target", env)
         assert summary_t and summary_t["results"], on_target.stdout[-3000:]
         assert {r["guest_release"] for r in summary_t["results"] if "guest_release" in r} \
@@ -140,6 +181,9 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
         lost, summary_l, _, _ = pytest_run([str(tmp_path / "lose"), *target], tmp_path / "lost", env,
                                            timeout=120)
         rec = {r["case"].split("::")[-1]: r for r in summary_l["results"]}
+        assert rec["test_a_splat"]["outcome"] == "failed", lost.stdout[-3000:]
+        assert "kernel splat during the case" in rec["test_a_splat"]["message"]
+        assert rec["test_clean"]["outcome"] == "passed"
         assert rec["test_kills_sshd"]["outcome"] == "error", lost.stdout[-3000:]
         assert rec["test_kills_sshd"].get("infra_error") == "lost"
         assert rec["test_after"]["outcome"] == "error" and rec["test_after"].get("infra_error") == "lost"
@@ -152,6 +196,8 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
     booted, summary_b, timing_b, wall_b = pytest_run(CASES, tmp_path / "booted")
     assert outcomes(summary_t) == outcomes(summary_b), (on_target.stdout[-2000:], booted.stdout[-2000:])
     assert len(outcomes(summary_b)) >= 10
-    print(f"\nper case (setup+call+teardown, mean): over SSH {per_case_s(timing_t):.2f} s, "
+    print(f"\nagent round trip (stat): virtio port {round_trips['port']:.2f} ms, "
+          f"SSH {round_trips['ssh']:.2f} ms")
+    print(f"per case (setup+call+teardown, mean): over SSH {per_case_s(timing_t):.2f} s, "
           f"virtio port {per_case_s(timing_b):.2f} s; runs {wall_t:.0f} s / {wall_b:.0f} s "
-          f"(booted: with its boot {timing_b['boots_s']})")
+          f"(booted: with its boot {timing_b['boots_s']}; the target's session start {timing_t['boots_s']})")
