@@ -257,3 +257,16 @@ def test_a_target_run_boots_nothing_here(pytester):
     out = result.stdout.str()
     assert "target: ssh://alice@192.0.2.1:2222" in out
     assert "accel:" not in out and "kernel:" not in out and "qemu:" not in out
+
+
+def test_one_target_per_xdist_worker(pytester):
+    """-n must match the targets: one each (the controller checks, before any worker
+    connects); matching, the workers start and collect without connecting."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_k="def test_k(guest):\n    pass\n")
+    bad = pytester.runpytest_subprocess(*PLUGINS, "-n", "2", "--target=ssh://192.0.2.1")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "1 --target machine(s) and -n 2: one target per xdist worker (-n 1)" in bad.stderr.str()
+    good = pytester.runpytest_subprocess(*PLUGINS, "-n", "2", "--target=ssh://192.0.2.1",
+                                         "--target=ssh://192.0.2.2", "--collect-only")
+    assert good.ret == 0, good.stdout.str() + good.stderr.str()

@@ -196,7 +196,6 @@ class SshTarget:
     """A running machine reached over SSH, used as the fixtures use a VM."""
 
     accel = ACCEL
-    reboots_per_case = False  # fresh_vm cases need --target-reboot (see `reboots`)
 
     def __init__(self, spec, kernel, workdir, key_file=None, reboot=None, boot_timeout=180.0,
                  call_timeout=120.0, name="target", known_hosts=KNOWN_HOSTS):
