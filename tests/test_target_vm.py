@@ -95,19 +95,44 @@ def per_case_s(timing):
     return sum(sum(phases[p]) for p in phases) / n if n else None
 
 
-def guest_leftovers(g):
+def guest_leftovers(g, own):
     """What a target session could leave in the guest: private directories, attached loop
     devices, dm devices, mounts under /tmp."""
     left = [f"/tmp/{n}" for n in g.must.listdir("/tmp") if n.startswith("ovh-target.")]
     for name in g.must.listdir("/sys/block"):
         attached = isinstance(g.read_file(f"/sys/block/{name}/loop/backing_file"), bytes)
-        if name.startswith("dm-") or (name.startswith("loop") and attached):
+        if name.startswith("dm-") or (name.startswith("loop") and attached and f"/dev/{name}" != own):
             left.append(name)
     left += [m for m in g.mounts() if m.startswith("/tmp/ovh-target.")]
     return left
 
 
 LOSE_THE_TARGET = """
+import os
+
+import pytest
+
+from overlay_harness.host.target import RefusedDevice
+
+OWN = {own!r}  # a loop device the guest had before the session: the machine's own
+
+
+def test_own_device_refused(guest):
+    with pytest.raises(RefusedDevice):
+        guest.stat(OWN)
+
+
+def test_leaks(guest):  # fails at teardown; the fixture removes what it made, and only that
+    img = f"{{guest.scratch}}/leak.img"
+    fd = guest.must.open(img, os.O_CREAT | os.O_WRONLY, 0o600)
+    guest.must.ftruncate(fd, 64 << 20)
+    guest.must.close(fd)
+    loop = guest.must.loop_attach(img)
+    guest.must.dm_create("ovh-leak", f"0 1024 linear {{loop}} 0")
+    guest.must.makedirs(f"{{guest.scratch}}/m")
+    guest.must.mount("leak", f"{{guest.scratch}}/m", "tmpfs", 0, None)
+
+
 def test_a_splat(guest):  # the kernel log check, on the target: fails this case
     guest.must.write_file("/dev/kmsg", b"<4>WARNING: CPU: 0 PID: 1 at fake/target.c:1 test\\n")
 
@@ -146,12 +171,15 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
         ours = [f for f in listening if f[9] in socket_inodes(pids[0]) & listening_tcp_inodes()]
         assert ours and all(f[1] == f"0100007F:{port:04X}" for f in ours), ours  # 127.0.0.1 only
         sysctls = {k: g.must.read_file(f"/proc/sys/{k}") for k in SYSCTLS}
+        g.run(["modprobe", "loop"])  # a loop device of the guest's own, there before any session
+        g.must.write_file("/run/own.img", b"\0" * (1 << 20))
+        own = g.must.loop_attach("/run/own.img")
 
         # An unknown host key stops the run before any case, saying how to accept it.
         done, summary, _, _ = pytest_run(CASES + target, tmp_path / "unknown-key", env)
         assert done.returncode == 3, done.stdout[-3000:]
         assert f"ssh-keyscan -p {port}" in done.stdout + done.stderr
-        assert guest_leftovers(g) == []
+        assert guest_leftovers(g, own) == []
 
         keys = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True,
                               text=True, timeout=60, check=True).stdout
@@ -171,16 +199,19 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
         assert summary_t and summary_t["results"], on_target.stdout[-3000:]
         assert {r["guest_release"] for r in summary_t["results"] if "guest_release" in r} \
             <= {kernel.release}
-        assert guest_leftovers(g) == [], "the target run left things in the guest"
+        assert guest_leftovers(g, own) == [], "the target run left things in the guest"
         assert {k: g.must.read_file(f"/proc/sys/{k}") for k in SYSCTLS} == sysctls
 
         # A target that stops answering: the case that lost it errors (lost), the next one
         # errors as gone, at once, with no reboot command to bring it back.
         (tmp_path / "lose").mkdir()
-        (tmp_path / "lose/test_lose.py").write_text(LOSE_THE_TARGET)
+        (tmp_path / "lose/test_lose.py").write_text(LOSE_THE_TARGET.format(own=own))
         lost, summary_l, _, _ = pytest_run([str(tmp_path / "lose"), *target], tmp_path / "lost", env,
                                            timeout=120)
         rec = {r["case"].split("::")[-1]: r for r in summary_l["results"]}
+        assert rec["test_own_device_refused"]["outcome"] == "passed", lost.stdout[-3000:]
+        assert rec["test_leaks"]["outcome"] == "error"
+        assert "left things behind" in rec["test_leaks"]["message"]
         assert rec["test_a_splat"]["outcome"] == "failed", lost.stdout[-3000:]
         assert "kernel splat during the case" in rec["test_a_splat"]["message"]
         assert rec["test_clean"]["outcome"] == "passed"
@@ -188,6 +219,9 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
         assert rec["test_kills_sshd"].get("infra_error") == "lost"
         assert rec["test_after"]["outcome"] == "error" and rec["test_after"].get("infra_error") == "lost"
         assert "is gone: it stopped answering SSH" in rec["test_after"]["message"]
+        left = guest_leftovers(g, own)  # the gone session's private directory, and nothing else
+        assert len(left) == 1 and left[0].startswith("/tmp/ovh-target."), left
+        assert g.must.read_file(f"/sys/block/{os.path.basename(own)}/loop/backing_file")  # spared
     finally:
         machine.stop()
     wait_for(lambda: not qemu_processes(machine.name), 10)

@@ -253,6 +253,9 @@ class SshTarget:
         except BootError:
             self.stop()
             raise
+        except (paramiko.SSHException, OSError, EOFError) as e:  # the session broke midway
+            self.stop()
+            raise BootError(f"{self.spec}: the session broke while it started: {e}") from None
         self.guest_release = self.kernel.release = info["release"]
         self.boot_id = self.agent.raw("read_file", "/proc/sys/kernel/random/boot_id").decode().strip()
         self.own_rdevs = self._block_devices()
