@@ -498,11 +498,7 @@ class SshTarget:
         a, top = self.agent, self.remote_dir
         a.raw("chdir", "/")
         a.raw("close_all")
-        text = a.raw("read_file", "/proc/self/mountinfo").decode()
-        mounts = [line.split()[4].replace("\\040", " ") for line in text.splitlines()]
-        for m in sorted((m for m in mounts if m.startswith(top + "/")), key=len, reverse=True):
-            self._log(f"left behind: mount {m}")
-            a.raw("umount2", m, MNT_DETACH)
+        self._detach_mounts_under(top)
         loops = []
         for name in a.raw("listdir", "/sys/block"):
             backing = a.raw("read_file", f"/sys/block/{name}/loop/backing_file")
@@ -526,6 +522,13 @@ class SshTarget:
         if isinstance(result, dict) and result.get("rc") == 0:
             self.remote_dir = None
 
+    def _detach_mounts_under(self, top):
+        text = self.agent.raw("read_file", "/proc/self/mountinfo").decode()
+        mounts = [line.split()[4].replace("\\040", " ") for line in text.splitlines()]
+        for m in sorted((m for m in mounts if m.startswith(top + "/")), key=len, reverse=True):
+            self._log(f"left behind: mount {m}")
+            self.agent.raw("umount2", m, MNT_DETACH)
+
     def _remove_dir_over_ssh(self, path):
         if self.ssh is None or not self.ssh.get_transport() or not self.ssh.get_transport().is_active():
             return False
@@ -539,6 +542,7 @@ class SshTarget:
 
     def _remove_stale_dirs(self):
         for path in list(self.stale_dirs):
+            self._detach_mounts_under(path)  # the lost case's scratch tmpfs
             result = self.agent.raw("run", ["rm", "-rf", "--one-file-system", path])
             if isinstance(result, dict) and result.get("rc") == 0:
                 self.stale_dirs.remove(path)
