@@ -143,6 +143,14 @@ def pytest_addoption(parser):
     add("--overlay-base", action="store_true", default=False,
         help="build overlay.ko from the kernel's own unmodified fs/overlayfs (or --overlay-src) "
              "the way --overlay-patch builds a series: the baseline's run")
+    add("--target", action="append", default=[], metavar="ssh://[user@]host[:port]",
+        help="run the cases on this running machine over SSH (paramiko) instead of booting a "
+             "VM; repeat for one per xdist worker (-n N); see docs/ssh-targets.md")
+    add("--target-key", metavar="FILE",
+        help="private key for --target (default: the SSH agent's and ~/.ssh's keys)")
+    add("--target-reboot", metavar="COMMAND",
+        help="shell command that reboots a --target that stopped answering (a power switch, a "
+             "cloud CLI); the harness then waits for SSH from a new boot")
     for dest in SETTINGS:
         parser.addini(ini_name(dest), f"overlay-harness: the default of --{dest.replace('_', '-')}",
                       type="linelist" if dest == "kernel" else "string")

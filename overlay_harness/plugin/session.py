@@ -25,6 +25,7 @@ import pytest
 from ..host import accel as accel_mod
 from ..host import kernel as kernel_mod
 from ..host import modbuild, preflight, splat
+from ..host import target as target_mod
 from ..host.agent_client import HarnessError
 from ..host.series import SeriesError
 from ..host.vm import VM
@@ -74,6 +75,7 @@ class HarnessState:
         self.run_id = ((self.worker or {}).get("ovh_run_id")
                        or time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
         self.run_dir = base / self.run_id
+        self.targets = self._parse_targets()  # --target: machines the harness does not boot
         self.vms = {}
         self.uses = {}  # (VM name, kernel release) -> VmUse
         self.boot_failure = None  # why the one kernel's VM did not boot (the run stopped)
@@ -87,6 +89,26 @@ class HarnessState:
         self.series_info = {}     # release -> what its module was built from (plugin/series.py)
         self.baseline = None      # {(case, kernel): outcome} of the run without the series
         self.baseline_meta = None
+
+    def _parse_targets(self):
+        """--target, checked before anything connects (a usage error names what is wrong)."""
+        opt = self.config.getoption
+        if self.worker:
+            workers = int(self.worker.get("workercount", 1))
+        else:
+            n = opt("numprocesses", None)
+            workers = n if isinstance(n, int) and n > 0 else None
+        try:
+            return target_mod.parse_targets(opt("target"), opt("target_key"), opt("target_reboot"),
+                                            workers, [s for s in self.specs if s])
+        except target_mod.TargetUsageError as e:
+            raise pytest.UsageError(str(e)) from None
+
+    @property
+    def target(self):
+        """This process's target: an xdist worker's by its index (gw0: the first)."""
+        index = int((self.worker or {}).get("workerid", "gw0")[2:] or 0)
+        return self.targets[index]
 
     @functools.cached_property
     def splat_policy(self):
@@ -103,6 +125,11 @@ class HarnessState:
     @property
     def kernels(self):
         """The kernels under test, resolved on first use (a usage error names a bad one)."""
+        if self._kernels is None and self.targets:
+            if self.config.getoption("overlay_src") or self.config.getoption("overlay_module"):
+                raise pytest.UsageError("--overlay-src/--overlay-module and --target: the patch loop "
+                                        "boots the kernel it builds for; a target runs its own")
+            self._kernels = [target_mod.target_kernel(self.target)]
         if self._kernels is None:
             try:
                 kernels = [kernel_mod.resolve(s) for s in self.specs]
@@ -154,6 +181,8 @@ class HarnessState:
         """The accelerator (resolved on first use: maybe a KVM probe boot); a usage error
         when it is not the one --require-accel names."""
         sent = (self.worker or {}).get("ovh_accel")
+        if self.targets:
+            self._accel = target_mod.ACCEL  # nothing boots: no KVM probe
         if self._accel is None and sent:
             self._accel = accel_mod.Accel(**sent)
         if self._accel is None:
@@ -177,6 +206,15 @@ class HarnessState:
 
     def vm_for(self, kernel):
         vm = self.vms.get(kernel.release)
+        if vm is None and self.targets:
+            opt = self.config.getoption
+            worker = (self.worker or {}).get("workerid", "main")
+            vm = target_mod.SshTarget(self.target, kernel, self.run_dir / f"target-{worker}",
+                                      key_file=opt("target_key"), reboot=opt("target_reboot"),
+                                      boot_timeout=opt("boot_timeout"),
+                                      call_timeout=opt("call_timeout"),
+                                      name=f"ovh-{os.getpid()}-{worker}")
+            self.vms[kernel.release] = vm
         if vm is None:
             opt = self.config.getoption
             worker = getattr(self.config, "workerinput", {}).get("workerid", "main")
@@ -294,10 +332,13 @@ def pytest_testnodedown(node, error):
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # xdist's own answers (a CPU count) otherwise
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` in a run of the harness: one VM per worker, as many as the CPUs (xdist's
-    count) and the free memory allow. A passive plugin (no option or setting of the group,
-    no conftest that loads it), or $PYTEST_XDIST_AUTO_NUM_WORKERS, leaves xdist's count."""
+    count) and the free memory allow (with --target: one worker per target). A passive plugin
+    (no option or setting of the group, no conftest that loads it), or
+    $PYTEST_XDIST_AUTO_NUM_WORKERS, leaves xdist's count."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or not (given(config) or loaded_by_conftest(config)):
         return None
+    if config.getoption("target"):
+        return len(config.getoption("target"))
     from xdist.plugin import pytest_xdist_auto_num_workers as by_cpus
 
     per_vm = size_bytes(config.getoption("vm_memory")) + (512 << 20)  # + QEMU's own
@@ -333,6 +374,9 @@ def _versions():
 def header_lines(state, resolve=True):
     """The kernels, the accelerator (when resolve, or when known already), QEMU and
     virtme-ng, where results go, and what preflight finds missing."""
+    if state.targets:  # nothing boots here: each target's own preflight runs when it connects
+        return [f"target: {t} (the kernel it runs; preflight there on connecting)"
+                for t in state.targets] + [f"results: {state.run_dir}"]
     qemu, vng = _versions()
     lines = []
     for k in state.kernels:
