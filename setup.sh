@@ -3,7 +3,8 @@
 # what to install): host packages the guest needs
 # (the guest boots on the host's root filesystem), the default kernel, and a
 # virtual environment with the Python dependencies in .venv/.
-# Nothing is started on the host: the NFS server is installed for the guest only.
+# Nothing is started on the host: the NFS server and sshd are installed for the guest only
+# (sshd: the SSH-target tests start their own, on 127.0.0.1, with a config of their own).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,6 +27,7 @@ PACKAGES=(
   qemu-system-x86 busybox-static udev kmod iproute2
   dmsetup e2fsprogs xfsprogs btrfs-progs attr util-linux
   nfs-kernel-server nfs-common rpcbind
+  openssh-server            # the SSH-target tests (tests/test_target*.py): installed, never started here
   python3 python3-venv
   "$KERNEL_PACKAGE"
   make gcc patch libelf1    # the patch loop (--overlay-src) builds overlay.ko on the host
@@ -43,7 +45,7 @@ else
 
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
-    # Keep package scripts from starting services (rpcbind, the NFS server) on the host.
+    # Keep package scripts from starting services (rpcbind, the NFS server, sshd) on the host.
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       guard=/usr/sbin/policy-rc.d

@@ -7,9 +7,10 @@ in this list (tests/test_layers.py reads the import graph and fails on any other
                 (the agent, the NFS/netns helper, the copy-up race); imports nothing
                 from this package
   2 host/       the host's VM runtime: which kernel (kernel.py), KVM or TCG (accel.py),
-                starting vng under a reaper (vng.py, reaper.py), one VM (vm.py), the
-                agent's host end (agent_client.py), the kernel-log policy (splat.py),
-                what the machine lacks (preflight.py)
+                starting vng under a reaper (vng.py, reaper.py), one VM (vm.py), a
+                machine it does not boot, over SSH (target.py), the agent's host end
+                (agent_client.py), the kernel-log policy (splat.py), what the machine
+                lacks (preflight.py)
   3 library/    the case library: Guest (each agent call a method), scratch devices and
                 faults, overlays, the NFS lower, kernel features and `require`,
                 reproducers

@@ -86,6 +86,14 @@ def test_the_table_lists_each_unreached_function_with_its_note(tmp_path):
     assert tool.merged([path, path]).to_json() == cov.to_json()
 
 
+def test_coverage_with_a_target_is_a_usage_error(pytester):
+    pytester.makeconftest('pytest_plugins = ["overlay_harness.plugin"]')
+    pytester.makepyfile("def test_x(guest): pass")
+    result = pytester.runpytest("--coverage", "--target=ssh://root@127.0.0.1:1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--coverage and --target: the function tracer*"])
+
+
 CASES = ["cases/test_volatile.py::test_volatile_sync_calls_return_error_every_time[ext4]",
          "cases/test_file_operations.py::test_fallocate_extends_a_lower_file_on_its_upper_copy[ext4]",
          "cases/test_file_operations.py::test_ficlone_on_an_upper_without_reflink_is_eopnotsupp[ext4]",

@@ -114,6 +114,11 @@ class LineChannel:
         return cls(sock.sendall, sock.recv, sock.fileno, sock.close)
 
     @classmethod
+    def from_paramiko(cls, chan):
+        """An SSH channel (host/target.py: the agent's stdin and stdout on a target)."""
+        return cls(chan.sendall, chan.recv, chan.fileno, chan.close)
+
+    @classmethod
     def from_process(cls, proc):
         def send(data):
             proc.stdin.write(data)

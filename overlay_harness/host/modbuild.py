@@ -22,6 +22,9 @@ start, after this load).
 """
 
 import dataclasses
+import datetime
+import fcntl
+import filecmp
 import hashlib
 import os
 import re
@@ -49,6 +52,8 @@ class OverlayModule:
     source: str         # where it came from, in words (directory, git describe)
     intree: bool        # MODULE_INFO(intree, "Y"): no O taint
     build_s: float = 0.0  # how long building it took (0 for --overlay-module)
+    build_started: str | None = None  # when the build began (ISO 8601, UTC)
+    build_log: str | None = None      # the build's output (make's stdout and stderr)
 
     @property
     def expected_taint(self):
@@ -158,27 +163,66 @@ def _compiler_errors(output, lines=12):
     return "\n".join(text[first:first + lines])
 
 
-def build(src, kernel, out_dir, jobs=2, log=print):
-    """Build overlay.ko from `src` for `kernel` in a copy under out_dir; the OverlayModule."""
+def build(src, kernel, out_dir, jobs=2, log=print, workdir=None):
+    """Build overlay.ko from `src` for `kernel` in a copy under out_dir; the OverlayModule.
+    With `workdir` (one per kernel release, kept between runs), the build is incremental:
+    only the files whose bytes differ from workdir's are copied in, so make recompiles
+    only what they change (a series' next step, a baseline built before); builds in one
+    workdir take turns (a lock file beside it)."""
     src = _source_dir(src)
     stock = stock_module(kernel)
     headers = headers_for(kernel, log=log)
     _check_compiler(headers, kernel)
-    work = Path(out_dir) / "src"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(src, work, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*.cmd",
-                                                             "modules.order", "Module.symvers"))
-    log(f"building overlay.ko from {src} against {headers}")
-    start = time.monotonic()
-    p = subprocess.run(["make", "-C", str(headers), f"M={work}", f"-j{jobs}", "modules"],
-                       capture_output=True, text=True, check=False)
-    built = work / "overlay.ko"
-    if p.returncode != 0 or not built.is_file():
-        raise ModuleError(f"overlay.ko from {src} did not build against {headers}:\n"
-                          f"{_compiler_errors(p.stdout + p.stderr)}")
-    module = use(built, kernel, out_dir, source=describe_source(src), stock=stock)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(workdir) if workdir else out / "src"
+    work.parent.mkdir(parents=True, exist_ok=True)
+    with open(work.parent / f".{work.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if workdir:
+            _sync(src, work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(src, work, ignore=_IGNORED)
+        log(f"building overlay.ko from {src} against {headers}")
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        start = time.monotonic()
+        p = subprocess.run(["make", "-C", str(headers), f"M={work}", f"-j{jobs}", "modules"],
+                           capture_output=True, text=True, check=False)
+        build_log = out / "build.log"
+        build_log.write_text(p.stdout + p.stderr)
+        built = work / "overlay.ko"
+        if p.returncode != 0 or not built.is_file():
+            raise ModuleError(f"overlay.ko from {src} did not build against {headers}:\n"
+                              f"{_compiler_errors(p.stdout + p.stderr)}")
+        module = use(built, kernel, out, source=describe_source(src), stock=stock)
     module.build_s = round(time.monotonic() - start, 1)
+    module.build_started, module.build_log = started, str(build_log)
     return module
+
+
+_IGNORED = shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*.cmd", "modules.order", "Module.symvers")
+
+
+def _sync(src, work):
+    """work holds src's files: those whose bytes differ are copied (a new mtime, so make
+    rebuilds what depends on them), the others keep theirs; files src lacks are removed
+    (build outputs stay)."""
+    work.mkdir(parents=True, exist_ok=True)
+    keep = set()
+    for f in src.rglob("*"):
+        rel = f.relative_to(src)
+        if f.is_dir() or _IGNORED(str(f.parent), [f.name]):
+            continue
+        keep.add(rel)
+        dest = work / rel
+        if not (dest.is_file() and filecmp.cmp(f, dest, shallow=False)):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest)
+    for f in list(work.rglob("*")):
+        rel = f.relative_to(work)
+        if f.is_file() and rel not in keep and not _IGNORED(str(f.parent), [f.name]):
+            f.unlink()
 
 
 def use(path, kernel, out_dir, source=None, stock=None):

@@ -32,6 +32,9 @@ COMMANDS = [
 ]
 
 
+HOST_ONLY = {"qemu-system-x86_64"}  # what a --target machine does not need: nothing boots there
+
+
 @dataclass(frozen=True)
 class Problem:
     text: str               # what is missing, and the fix
@@ -48,6 +51,11 @@ def os_release(path="/etc/os-release"):
         text = Path(path).read_text()
     except OSError:
         return {}
+    return parse_os_release(text)
+
+
+def parse_os_release(text):
+    """os-release's text as a dict."""
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -118,3 +126,17 @@ def check(kernel_image=None, memory=None):
     found = [p for p in problems(kernel_image, memory) if p.blocking]
     if found:
         raise BootError("this machine cannot run the VM yet: " + "; ".join(map(str, found)))
+
+
+def target_problems(present, release):
+    """What a --target machine lacks, a Problem each with its fix: `present` is the set of
+    COMMANDS found there, `release` its os-release as a dict (host/target.py probes both)."""
+    family = distro_family(release)
+    found = []
+    for cmd, why, pkg, blocking in COMMANDS:
+        if cmd in HOST_ONLY or cmd in present:
+            continue
+        fix = (f"apt-get install {pkg} on the target" if family
+               else "install it there with its distribution's packages")
+        found.append(Problem(f"{cmd} is missing on the target (needed by {why}): {fix}", blocking))
+    return found

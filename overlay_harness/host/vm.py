@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 
 class VM:
+    scratch_root = "/run/ovh"  # where the cases' scratch tmpfs go in the guest
+    reboots = True             # a case that needs a fresh kernel gets a new boot
+
     def __init__(self, kernel, accel, workdir, memory="2G", cpus=2, boot_timeout=180.0,
                  call_timeout=120.0, name="vm", cmdline=None):
         self.kernel = kernel
@@ -162,6 +165,9 @@ class VM:
         """What a report quotes from the console of the current (or last) boot: from just
         before the first splat (a panic's headline), else the last 40 lines."""
         return splat.console_excerpt(self._boot_console(), splat.default_policy())
+
+    def restore_at_stop(self, path, data):
+        """Nothing to put back: the guest's state goes with it (a target's stays)."""
 
     # -- stop ----------------------------------------------------------------
     def stop(self):

@@ -54,7 +54,9 @@ def prepare_guest(machine, coverage=False):
     With `coverage`, the function tracer records the overlay module's functions."""
     g = Guest(machine.agent)
     for key, value in SYSCTLS.items():
-        g.must.write_file(f"/proc/sys/{key}", value.encode())
+        path = f"/proc/sys/{key}"
+        machine.restore_at_stop(path, Guest(machine.agent).must.read_file(path))  # a target's stays
+        g.must.write_file(path, value.encode())
     g.run(["modprobe", "-a", *PRELOAD], check=False)
     modules = guest_modules(g)  # read once per boot: cases ask about other modules too
     if not kernel_mod.config_known(machine.kernel):

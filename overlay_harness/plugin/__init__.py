@@ -11,12 +11,14 @@ Load it with `-p overlay_harness.plugin` (conftest.py does); its parts:
                      the quarantine file (flaky cases parked, with an expiry date)
     evidence.py      makereport: kernel-log check, infra_error / reproducer /
                      console_log / kernel_log properties, the "guest: ..." sections
+    series.py        --overlay-patch: a series built from a base, and its baseline run
     timing.py        where the time went (boots, set-up, body, teardown), per kernel;
                      the "booting ... ready in" line
 """
 
 pytest_plugins = [
     "overlay_harness.plugin.options",
+    "overlay_harness.plugin.series",  # before session.py, which imports it
     "overlay_harness.plugin.session",
     "overlay_harness.plugin.known_issues",  # before fixtures.py, which imports it
     "overlay_harness.plugin.fixtures",

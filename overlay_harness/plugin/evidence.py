@@ -18,7 +18,7 @@ from ..host import splat
 from ..host.agent_client import GuestLost, HarnessError
 from ..library import repro
 from .fixtures import healthy
-from .session import CASE_KEY, INFRA_ERROR, infra_error, state_of
+from .session import CASE_KEY, INFRA_ERROR, infra_error, state_of, uses_harness
 
 KERNEL_LOG, CONSOLE_EXCERPT = "kernel_log", "console_excerpt"
 
@@ -41,6 +41,9 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     case = item.stash.get(CASE_KEY, None)
     if case is None:
+        if (call.excinfo is not None and isinstance(call.excinfo.value, HarnessError)
+                and uses_harness(item)):  # before the case had its guest: e.g. a target gone
+            rep.user_properties.append((INFRA_ERROR, call.excinfo.value.kind))
         return
     state = state_of(item.config)
     g, vm = case.guest, case.vm

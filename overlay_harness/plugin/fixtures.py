@@ -10,6 +10,7 @@ import pytest
 
 from ..host import kernel as kernel_mod
 from ..host.agent_client import HarnessError
+from ..host.target import TargetGone
 from ..library import tracing
 from ..library.devices import Filesystem, ScratchDevice
 from ..library.features import prepare_guest, require
@@ -18,8 +19,6 @@ from ..library.overlay import Overlay, make_tree
 from .known_issues import apply_known_issues
 from .session import CASE_KEY, CaseState, state_of
 from .timing import BOOT_ACCEL_PROP, BOOT_PROP, announce_boot
-
-SCRATCH_ROOT = "/run/ovh"
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +54,9 @@ def _boot(machine, state, single=True, request=None):
             machine.restart() if machine.proc else machine.start()
         state.use(machine).facts = prepare_guest(machine,
                                                  coverage=state.config.getoption("coverage"))
+    except TargetGone:  # a --target that stopped answering: this case and the worker's next ones
+        machine.stop()
+        raise
     except HarnessError as e:
         machine.stop()
         message = f"{machine.kernel.release}: the VM did not boot: {e}"
@@ -75,17 +77,18 @@ def _stop_on_usage_error(resolve):
         pytest.exit(str(e), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
-def guest_block_devices(guest):
-    """Loop devices with a backing file and device-mapper devices, by name."""
-    found = []
+def block_devices(guest):
+    """{"loopN (backing file)" or "dm-N (dm name)": (kernel name, dm name or None)} for the
+    loop devices with a backing file and the device-mapper devices."""
+    found = {}
     for name in guest.must.listdir("/sys/block"):
         if name.startswith("loop"):
             backing = guest.read_file(f"/sys/block/{name}/loop/backing_file")
             if isinstance(backing, bytes):
-                found.append(f"{name} ({backing.decode().strip()})")
+                found[f"{name} ({backing.decode().strip()})"] = (name, None)
         elif name.startswith("dm-"):
             dm = guest.must.read_file(f"/sys/block/{name}/dm/name").decode().strip()
-            found.append(f"{name} ({dm})")
+            found[f"{name} ({dm})"] = (name, dm)
     return found
 
 
@@ -101,6 +104,9 @@ def guest(vm, request):
     if not healthy(vm):  # the last case lost the VM (panic, hang, QEMU killed): boot afresh
         _boot(vm, state, request=request)
     elif request.node.get_closest_marker("fresh_vm") and use.served == vm.boots:
+        if not vm.reboots:
+            pytest.skip(f"needs a kernel no other case has touched: {vm.name} is a --target "
+                        "that is not rebooted without --target-reboot")
         _boot(vm, state, request=request)  # the case asked for a kernel no other case has touched
     use.served = vm.boots
     if vm.boots != use.reported_boots:  # this case waited for a boot: say so in its report
@@ -111,7 +117,7 @@ def guest(vm, request):
             request.node.user_properties.append(
                 (tracing.PROP_MODULE_FUNCTIONS, use.facts.traced.as_property()))
     apply_known_issues(request, vm.guest_release)
-    path = f"{SCRATCH_ROOT}/{_case_dirname(request.node.nodeid)}"
+    path = f"{vm.scratch_root}/{_case_dirname(request.node.nodeid)}"
     g = Guest(vm.agent, release=vm.guest_release, label=vm.kernel.release, vm=vm, scratch=path,
               facts=use.facts)
     house = Guest(vm.agent)  # the harness's own bookkeeping: kept out of the case's call log
@@ -124,7 +130,7 @@ def guest(vm, request):
         taint_start=int(house.must.read_file("/proc/sys/kernel/tainted")),
         prelude=use.facts.prelude if use.facts else [])
     before_mounts = set(house.mounts())
-    before_devs = set(guest_block_devices(house))
+    before_devs = set(block_devices(house))
     g.must.makedirs(path)
     g.must.mount("ovh-scratch", path, "tmpfs", 0, "size=1g,mode=0755")
     g.defer(_remove_scratch, g, path)
@@ -136,10 +142,11 @@ def guest(vm, request):
     errors = g.run_deferred()
     if traced:  # the case's own calls and its cleanup (unmounts, evictions)
         _record_functions(request.node, house.must.trace_functions())
-    leaks = [f"mount {m}" for m in house.mounts() if m not in before_mounts]
-    leaks += [f"block device {d}" for d in guest_block_devices(house) if d not in before_devs]
+    new_mounts = [m for m in house.mounts() if m not in before_mounts]
+    new_devs = {d: v for d, v in block_devices(house).items() if d not in before_devs}
+    leaks = [f"mount {m}" for m in new_mounts] + [f"block device {d}" for d in new_devs]
     if leaks:
-        _force_cleanup(g, path)
+        _force_cleanup(g, path, new_mounts, new_devs.values())
     problems = errors + leaks
     if problems:
         pytest.fail("the case left things behind in the guest:\n  " + "\n  ".join(problems)
@@ -192,14 +199,17 @@ def _remove_scratch(g, path):
     g.must.rmdir(path)
 
 
-def _force_cleanup(g, path):
-    """Best effort after a leak, so the next case starts clean."""
-    for m in sorted(g.mounts(), key=len, reverse=True):
-        if m.startswith(SCRATCH_ROOT + "/"):
-            g.umount2(m, 2)  # MNT_DETACH
-    g.run(["dmsetup", "remove_all", "--force"], check=False)
-    g.run(["losetup", "-D"], check=False)
-    g.run(["rm", "-rf", path], check=False)
+def _force_cleanup(g, path, mounts, devices):
+    """Best effort after a leak, so the next case starts clean: what the case made and
+    nothing else (on a --target, the machine's own devices and mounts stay)."""
+    for m in sorted(mounts, key=len, reverse=True):
+        g.umount2(m, 2)  # MNT_DETACH
+    for name, dm in sorted(devices, key=lambda d: d[1] is None):  # dm devices before loops
+        if dm is not None:
+            g.dm_remove(dm)
+        else:
+            g.loop_detach(f"/dev/{name}")
+    g.run(["rm", "-rf", "--one-file-system", path], check=False)
 
 
 def healthy(vm):

@@ -139,6 +139,21 @@ def pytest_addoption(parser):
     add("--shard-durations", metavar="FILE",
         help="--shard: the cases' durations from this file (a summary.json, or JSON "
              "{case: seconds}) instead of the earlier whole runs in the results directory")
+    add("--overlay-patch", action="append", default=[], metavar="FILE",
+        help="a patch series for fs/overlayfs (git format-patch files, a b4 mbox, or diffs; "
+             "repeatable, in order) applied onto --overlay-src or the kernel's own source, built "
+             "and loaded; outcomes are compared with the same source without it (docs/patch-series.md)")
+    add("--overlay-base", action="store_true", default=False,
+        help="build overlay.ko from the kernel's own unmodified fs/overlayfs (or --overlay-src) "
+             "the way --overlay-patch builds a series: the baseline's run")
+    add("--target", action="append", default=[], metavar="ssh://[user@]host[:port]",
+        help="run the cases on this running machine over SSH (paramiko) instead of booting a "
+             "VM; repeat for one per xdist worker (-n N); see docs/ssh-targets.md")
+    add("--target-key", metavar="FILE",
+        help="private key for --target (default: the SSH agent's and ~/.ssh's keys)")
+    add("--target-reboot", metavar="COMMAND",
+        help="shell command that reboots a --target that stopped answering (a power switch, a "
+             "cloud CLI); the harness then waits for SSH from a new boot")
     for dest in SETTINGS:
         parser.addini(ini_name(dest), f"overlay-harness: the default of --{dest.replace('_', '-')}",
                       type="linelist" if dest == "kernel" else "string")

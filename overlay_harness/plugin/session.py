@@ -25,12 +25,15 @@ import pytest
 from ..host import accel as accel_mod
 from ..host import kernel as kernel_mod
 from ..host import modbuild, preflight, splat
+from ..host import target as target_mod
 from ..host.agent_client import HarnessError
+from ..host.series import SeriesError
 from ..host.vm import VM
 from ..host.vng import mem_available_bytes, size_bytes
 from ..library.devices import FILESYSTEMS
 from ..library.features import GuestFacts
 from ..library.guest import Guest
+from . import series as series_plugin
 from .options import HARNESS_FIXTURES, given, setting
 
 
@@ -72,6 +75,7 @@ class HarnessState:
         self.run_id = ((self.worker or {}).get("ovh_run_id")
                        or time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
         self.run_dir = base / self.run_id
+        self.targets = self._parse_targets()  # --target: machines the harness does not boot
         self.vms = {}
         self.uses = {}  # (VM name, kernel release) -> VmUse
         self.boot_failure = None  # why the one kernel's VM did not boot (the run stopped)
@@ -81,6 +85,33 @@ class HarnessState:
         self.phase_times = {"setup": [], "call": [], "teardown": []}  # per case, boots excluded
         self.boot_times = []
         self.kernel_times = {}  # kernel label -> its boots and phase times (timing.py)
+        self.series = None        # --overlay-patch: the host.series.Series under test
+        self.series_info = {}     # release -> what its module was built from (plugin/series.py)
+        self.baseline = None      # {(case, kernel): outcome} of the run without the series
+        self.baseline_meta = None
+
+    def _parse_targets(self):
+        """--target, checked before anything connects (a usage error names what is wrong)."""
+        opt = self.config.getoption
+        if self.worker:
+            workers = int(self.worker.get("workercount", 1))
+        else:
+            n = opt("numprocesses", None)
+            workers = n if isinstance(n, int) and n > 0 else None
+        if opt("target") and opt("coverage"):
+            raise pytest.UsageError("--coverage and --target: the function tracer is set up only in "
+                                    "guests the harness boots (it would stay set on the target)")
+        try:
+            return target_mod.parse_targets(opt("target"), opt("target_key"), opt("target_reboot"),
+                                            workers, [s for s in self.specs if s])
+        except target_mod.TargetUsageError as e:
+            raise pytest.UsageError(str(e)) from None
+
+    @property
+    def target(self):
+        """This process's target: an xdist worker's by its index (gw0: the first)."""
+        index = int((self.worker or {}).get("workerid", "gw0")[2:] or 0)
+        return self.targets[index]
 
     @functools.cached_property
     def splat_policy(self):
@@ -97,6 +128,11 @@ class HarnessState:
     @property
     def kernels(self):
         """The kernels under test, resolved on first use (a usage error names a bad one)."""
+        if self._kernels is None and self.targets:
+            if self.config.getoption("overlay_src") or self.config.getoption("overlay_module"):
+                raise pytest.UsageError("--overlay-src/--overlay-module and --target: the patch loop "
+                                        "boots the kernel it builds for; a target runs its own")
+            self._kernels = [target_mod.target_kernel(self.target)]
         if self._kernels is None:
             try:
                 kernels = [kernel_mod.resolve(s) for s in self.specs]
@@ -111,10 +147,14 @@ class HarnessState:
         root that holds it (modbuild.substitute); xdist workers get the built modules."""
         opt = self.config.getoption
         src, path = opt("overlay_src"), opt("overlay_module")
-        if not (src or path):
+        based = series_plugin.wanted(self.config)  # --overlay-patch / --overlay-base
+        if not (src or path or based):
             return kernels
         if src and path:
             raise pytest.UsageError("--overlay-src and --overlay-module: give one of them")
+        if based and path:
+            raise pytest.UsageError("--overlay-patch/--overlay-base and --overlay-module: the series "
+                                    "is built from a source (--overlay-src, or the kernel's own)")
         built = (self.worker or {}).get("ovh_overlay_modules", {})
         kernels = list(kernels)
         for i, k in enumerate(kernels):
@@ -123,14 +163,18 @@ class HarnessState:
                 if k.release in built:
                     module = modbuild.OverlayModule(**{**built[k.release],
                                                        "path": Path(built[k.release]["path"])})
+                elif based:
+                    module = series_plugin.build(self, k, out)
                 elif src:
                     module = modbuild.build(src, k, out)
                 else:
                     module = modbuild.use(path, k, out)
                 kernels[i] = modbuild.substitute(k, module, out)
-            except modbuild.ModuleError as e:
-                opt = f"--overlay-src={src}" if src else f"--overlay-module={path}"
+            except (modbuild.ModuleError, SeriesError) as e:
                 message = str(e)
+                if based or isinstance(e, SeriesError):  # the series' messages name their patch
+                    raise pytest.UsageError(message) from None
+                opt = f"--overlay-src={src}" if src else f"--overlay-module={path}"
                 raise pytest.UsageError(message if message.startswith(opt.split("=")[0])
                                         else f"{opt}: {message}") from None
         return kernels
@@ -140,6 +184,8 @@ class HarnessState:
         """The accelerator (resolved on first use: maybe a KVM probe boot); a usage error
         when it is not the one --require-accel names."""
         sent = (self.worker or {}).get("ovh_accel")
+        if self.targets:
+            self._accel = target_mod.ACCEL  # nothing boots: no KVM probe
         if self._accel is None and sent:
             self._accel = accel_mod.Accel(**sent)
         if self._accel is None:
@@ -163,6 +209,15 @@ class HarnessState:
 
     def vm_for(self, kernel):
         vm = self.vms.get(kernel.release)
+        if vm is None and self.targets:
+            opt = self.config.getoption
+            worker = (self.worker or {}).get("workerid", "main")
+            vm = target_mod.SshTarget(self.target, kernel, self.run_dir / f"target-{worker}",
+                                      key_file=opt("target_key"), reboot=opt("target_reboot"),
+                                      boot_timeout=opt("boot_timeout"),
+                                      call_timeout=opt("call_timeout"),
+                                      name=f"ovh-{os.getpid()}-{worker}")
+            self.vms[kernel.release] = vm
         if vm is None:
             opt = self.config.getoption
             worker = getattr(self.config, "workerinput", {}).get("workerid", "main")
@@ -280,10 +335,13 @@ def pytest_testnodedown(node, error):
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # xdist's own answers (a CPU count) otherwise
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` in a run of the harness: one VM per worker, as many as the CPUs (xdist's
-    count) and the free memory allow. A passive plugin (no option or setting of the group,
-    no conftest that loads it), or $PYTEST_XDIST_AUTO_NUM_WORKERS, leaves xdist's count."""
+    count) and the free memory allow (with --target: one worker per target). A passive plugin
+    (no option or setting of the group, no conftest that loads it), or
+    $PYTEST_XDIST_AUTO_NUM_WORKERS, leaves xdist's count."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or not (given(config) or loaded_by_conftest(config)):
         return None
+    if config.getoption("target"):
+        return len(config.getoption("target"))
     from xdist.plugin import pytest_xdist_auto_num_workers as by_cpus
 
     per_vm = size_bytes(config.getoption("vm_memory")) + (512 << 20)  # + QEMU's own
@@ -319,6 +377,9 @@ def _versions():
 def header_lines(state, resolve=True):
     """The kernels, the accelerator (when resolve, or when known already), QEMU and
     virtme-ng, where results go, and what preflight finds missing."""
+    if state.targets:  # nothing boots here: each target's own preflight runs when it connects
+        return [f"target: {t} (the kernel it runs; preflight there on connecting)"
+                for t in state.targets] + [f"results: {state.run_dir}"]
     qemu, vng = _versions()
     lines = []
     for k in state.kernels:
@@ -328,6 +389,10 @@ def header_lines(state, resolve=True):
         lines.append(f"kernel: {k.release} ({k.image}){note}")
         if k.overlay_module:
             lines.append(k.overlay_module.describe())
+        if state.series is not None and k.release in state.series_info:
+            lines.append(f"series: {len(state.series.patches)} patches onto "
+                         f"{state.series_info[k.release]['base']} (patchset hash "
+                         f"{state.series.patchset_hash[:16]}); compared against the same source without it")
     accel = state.accel if resolve else state.known_accel
     if accel is not None:
         lines.append(f"accel: {accel.name} ({accel.reason})")

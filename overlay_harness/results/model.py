@@ -21,6 +21,33 @@ class Outcome(enum.StrEnum):
 
 # Outcomes that count as "fails" on a later kernel when the first one passed.
 REGRESSED = {Outcome.FAILED, Outcome.ERROR, Outcome.XFAILED}
+# ... and as "works" (the documented behaviour held) against a baseline.
+WORKS = {Outcome.PASSED, Outcome.XPASSED}
+
+
+class Change(enum.StrEnum):
+    """A case's outcome in this run against the same case in a baseline run (the same
+    source without the patch series under test, on the same kernel)."""
+
+    REGRESSED = "regressed"  # passed there, failed, errored or xfailed here
+    FIXED = "fixed"          # failed, errored or xfailed there, passed (or xpassed) here
+    CHANGED = "changed"      # another difference (skipped on one side, ...)
+    UNCHANGED = "unchanged"
+    NEW = "new"              # not run in the baseline
+
+
+def change(before, after):
+    """The Change from outcome `before` (None: not in the baseline) to `after`."""
+    if before is None:
+        return Change.NEW
+    before, after = Outcome(before), Outcome(after)
+    if before == after:
+        return Change.UNCHANGED
+    if before in WORKS and after in REGRESSED:
+        return Change.REGRESSED
+    if before in REGRESSED and after in WORKS:
+        return Change.FIXED
+    return Change.CHANGED
 
 # Report properties (user_properties) the results read: set by this layer's recorder
 # (case, guest release, known issue) and by the plugin (the kernel, and the evidence).
@@ -93,6 +120,7 @@ class Results:
         self.rows = {}                    # (case, kernel) -> record
         self.cases = []                   # in first-seen order
         self.started = time.time()
+        self.baseline = None              # {(case, kernel): Outcome} of a baseline run, or None
 
     def add(self, report):
         props = _props(report)
@@ -163,6 +191,24 @@ class Results:
                 if self.outcome(case, k) in REGRESSED:
                     found.append((case, k, self.outcome(case, k)))
         return found
+
+    def against_baseline(self):
+        """Every (case, kernel) of this run against the baseline: [{case, kernel, baseline,
+        outcome, change}] in the order the cases ran ([] without a baseline)."""
+        if self.baseline is None:
+            return []
+        out = []
+        for case in self.cases:
+            for k in self.kernels:
+                rec = self.rows.get((case, k))
+                if rec and rec["outcome"]:
+                    before = self.baseline.get((case, k))
+                    out.append({"case": case, "kernel": k, "baseline": before,
+                                "outcome": rec["outcome"], "change": change(before, rec["outcome"])})
+        return out
+
+    def baseline_regressions(self):
+        return [c for c in self.against_baseline() if c["change"] is Change.REGRESSED]
 
     def known_issues(self):
         out = []

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from ..host import kernel as kernel_mod
+from ..plugin.series import series_record
 from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of, set_property
 from ..plugin.timing import timing_of
 from . import coverage as coverage_mod
@@ -41,11 +42,14 @@ from .model import (
     PROP_QUARANTINE,
     PROP_RELEASE,
     PROP_REPRODUCER,
+    Change,
+    Outcome,
     Results,
+    change,
     github_annotation,
     report_message,
 )
-from .render import html_page, markdown_table, regression_line, text_table
+from .render import check_result, html_page, markdown_table, regression_line, text_table
 
 # --shard and what a run selected (summary.json's "selection", "shard"): loaded with this plugin.
 pytest_plugins = ["overlay_harness.results.shard"]
@@ -161,6 +165,7 @@ class ReportPlugin:
         active = state is not None and state.active
         self.results = Results([k.label for k in state.kernels] if active else [])
         self.written = None
+        self.check = None      # the patchwork-style check result of a run against a baseline
         self.annotations = []  # GitHub Actions: a line per failed or quarantined case
         self.coverage = coverage_mod.Coverage()  # --coverage: the overlay functions each case reached
 
@@ -169,7 +174,30 @@ class ReportPlugin:
         self.results.add(report)
         self.coverage.add(report)
         _junit_evidence(self.config, report)
+        self._junit_baseline(report)
         self._annotate(report)
+
+    def _baseline(self):
+        """The baseline's outcomes into Results, once the series plugin has them."""
+        state = _state(self.config)
+        if self.results.baseline is None and getattr(state, "baseline", None) is not None:
+            self.results.baseline = {key: Outcome(o) for key, o in state.baseline.items()}
+        return self.results.baseline
+
+    def _junit_baseline(self, report):
+        """--junitxml under a baseline: each case's baseline outcome and its change."""
+        props = dict(report.user_properties)
+        decided = report.when == "call" or (report.when == "setup" and not report.passed)
+        if not decided or PROP_CASE not in props or self._baseline() is None:
+            return
+        rec = self.results.rows.get((props[PROP_CASE], props.get(PROP_KERNEL)))
+        xml = _junit_xml(self.config)
+        if xml is None or not rec or not rec["outcome"]:
+            return
+        before = self.results.baseline.get((props[PROP_CASE], props.get(PROP_KERNEL)))
+        reporter = xml.node_reporter(report)
+        reporter.add_property("baseline_outcome", str(before))
+        reporter.add_property("against_baseline", str(change(before, rec["outcome"])))
 
     def _annotate(self, report):
         """Under GitHub Actions (GITHUB_ACTIONS=true), a harness case's failure, error or
@@ -195,12 +223,15 @@ class ReportPlugin:
         if not res.rows and not getattr(state, "boot_failure", None):
             return
         regs = res.regressions()
+        if self._baseline() is not None:
+            session.exitstatus = exit_against_baseline(session.exitstatus, regs, res.baseline_regressions())
         if regs and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if regs and tr is not None:
             tr.stats.setdefault("regressed", []).extend(regs)
-        self.written, _ = _write_outputs(session, res, session.exitstatus)
+        self.written, summary = _write_outputs(session, res, session.exitstatus)
+        self.check = summary.get("check")
         if self.coverage:
             (self.written / "coverage.json").write_text(
                 json.dumps(self.coverage.to_json(), indent=1) + "\n")
@@ -224,6 +255,8 @@ class ReportPlugin:
             tr.write_sep("=", "overlay function coverage")
             for line in coverage_mod.summary_lines(self.coverage, _source_maps(_state(config))):
                 tr.write_line(line)
+        if res.baseline is not None:
+            _baseline_summary(tr, res, self.check)
         if self.written:
             tr.write_line(f"overlay-harness results: {self.written}/summary.json, "
                           f"{self.written}/report.html")
@@ -231,10 +264,69 @@ class ReportPlugin:
             tr.write_line(line)
 
 
+def exit_against_baseline(status, kernel_regressions, baseline_regressions):
+    """The exit status of a run against a baseline: its regressions (and the kernels')
+    decide, not the failures both runs share (the known issues, breakage the series did
+    not make); an interrupted run or a usage or internal error keeps its status."""
+    if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return status
+    failing = bool(kernel_regressions or baseline_regressions)
+    return pytest.ExitCode.TESTS_FAILED if failing else pytest.ExitCode.OK
+
+
+def _baseline_summary(tr, res, check):
+    """The terminal's account of a run against its baseline."""
+    compared = res.against_baseline()
+    by = {c: [x for x in compared if x["change"] is c] for c in Change}
+    regs = by[Change.REGRESSED]
+    tr.write_sep("=", f"{_n(len(regs), 'regression')} against the baseline",
+                 red=bool(regs), green=not regs, bold=True)
+    for x in regs + by[Change.FIXED] + by[Change.CHANGED] + by[Change.NEW]:
+        tr.write_line(f"{x['change']}: {x['case']} on {x['kernel']}: baseline {x['baseline'] or 'not run'}, "
+                      f"now {x['outcome']}", red=x["change"] is Change.REGRESSED)
+    tr.write_line(f"against the baseline: {_n(len(regs), 'regression')}, {len(by[Change.FIXED])} fixed, "
+                  f"{len(by[Change.CHANGED])} changed, {len(by[Change.NEW])} new, "
+                  f"{len(by[Change.UNCHANGED])} unchanged")
+    if check:
+        tr.write_line(f"check: {check['state']} {check['context']} \"{check['description']}\" "
+                      f"{check['target_url']}")
+
+
+def _n(count, word):
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+class _JunitBaseline:
+    """--junitxml's suite properties under a baseline (before junitxml writes its file)."""
+
+    def __init__(self, report_plugin):
+        self.report = report_plugin
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session):
+        xml = _junit_xml(session.config)
+        if xml is None or self.report._baseline() is None:
+            return
+        compared = self.report.results.against_baseline()
+        for c in (Change.REGRESSED, Change.FIXED, Change.UNCHANGED):
+            name = "regressions_against_baseline" if c is Change.REGRESSED else f"{c}_against_baseline"
+            xml.add_global_property(name, str(sum(1 for x in compared if x["change"] is c)))
+
+
+def _junit_xml(config):
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover
+        return None
+    return config.stash.get(xml_key, None)
+
+
 def pytest_configure(config):
     if hasattr(config, "workerinput"):
         return  # an xdist worker: only makereport runs there; the controller reports
-    config.pluginmanager.register(ReportPlugin(config), "overlay-harness-report")
+    plugin = ReportPlugin(config)
+    config.pluginmanager.register(plugin, "overlay-harness-report")
+    config.pluginmanager.register(_JunitBaseline(plugin), "overlay-harness-junit-baseline")
 
 
 def _source_maps(state):
@@ -303,10 +395,36 @@ def _write_outputs(session, res, exitstatus):
         "boot_failure": getattr(state, "boot_failure", None),  # the run stopped: the VM did not boot
     }
     summary.update(_selection_meta(session.config))
+    if state is not None:
+        series, build = series_record(state)
+        if series is not None:
+            summary["series"], summary["module_build"] = series, build
+    if res.baseline is not None:
+        summary.update(_baseline_fields(res, state))
+        summary["check"] = check_result(summary, run_dir / "report.html")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (run_dir / "kcidb.json").write_text(json.dumps(kcidb.document(summary), indent=1) + "\n")
+    if summary.get("check"):
+        (run_dir / "check.json").write_text(json.dumps(summary["check"], indent=2) + "\n")
     timing = timing_of(state) if state is not None and state.boot_times else None
     (run_dir / "report.html").write_text(html_page(res, summary, timing))
     (run_dir / "table.md").write_text(markdown_table(res))
     return run_dir, summary
+
+
+def _baseline_fields(res, state):
+    """summary.json's account of a run against its baseline: where the baseline came from,
+    and every case's change (regressions, fixed, changed and new by name)."""
+    compared = res.against_baseline()
+    listed = {c: [{k: x[k] for k in ("case", "kernel", "baseline", "outcome")}
+                  for x in compared if x["change"] is c] for c in Change}
+    return {
+        "baseline": getattr(state, "baseline_meta", None),
+        "against_baseline": {
+            "regressions": listed[Change.REGRESSED], "fixed": listed[Change.FIXED],
+            "changed": listed[Change.CHANGED], "new": listed[Change.NEW],
+            "unchanged": len(listed[Change.UNCHANGED]),
+            "changes": {f"{x['case']}@{x['kernel']}": str(x["change"]) for x in compared},
+        },
+    }

@@ -120,10 +120,14 @@ def html_page(res, meta, timing=None, extra=()):
          "</head><body>",
          f"<h1>overlay-harness: {e(str(meta.get('run_id', 'results')))}</h1>"]
     status = meta.get("exit_status")
+    against = (meta.get("against_baseline") or {}).get("regressions")
     p.append(f"<p>{len(res.cases)} cases × {len(res.kernels)} kernels; "
              f"{sum(1 for c in res.cases if res.differs(c))} differ between kernels; "
              f"<b>{len(regs)} regression{'s' if len(regs) != 1 else ''}</b>"
+             + ("" if against is None else f" between kernels; <b>{len(against)} regression"
+                f"{'s' if len(against) != 1 else ''} against the baseline</b>")
              + (f"; pytest exit status {e(str(status))}" if status is not None else "") + ".</p>")
+    p += _against_baseline(meta)
     p += _totals(res)
     if shown:
         p.append(f"<h2>Failed, errored, xpassed and quarantined: {len(shown)}</h2>"
@@ -340,3 +344,56 @@ def by_case_markdown(res):
         out += [f"- {', '.join(f'`{c}`' for c in sorted(set(cases)))}: {reason}"
                 for reason, cases in reasons.items()]
     return "\n".join(out) + "\n"
+
+
+def _against_baseline(meta):
+    """report.html's account of a run against its baseline (summary.json's fields): the
+    regressions against the baseline, what the series fixed, and what it left unchanged."""
+    e = html.escape
+    ab = meta.get("against_baseline")
+    if not ab:
+        return []
+    series, base = meta.get("series") or {}, meta.get("baseline") or {}
+    regs = ab["regressions"]
+    p = [f"<h2>Against the baseline: <b>{len(regs)} regression{'s' if len(regs) != 1 else ''} against "
+         f"the baseline</b>, {len(ab['fixed'])} fixed, {ab['unchanged']} unchanged</h2>",
+         "<p>The baseline is the same fs/overlayfs without the series, built and loaded the same way, "
+         f"on the same cases ({'cached' if base.get('cached') else 'run now'}: "
+         f"<code>{e(str(base.get('summary', '?')))}</code>). A regression passed there and failed, "
+         "errored or xfailed here; fixed is the reverse.</p>"]
+    if series.get("patches"):
+        p.append(f"<p>Series {e(series.get('cover_letter') or '')} (patchset hash "
+                 f"<code>{e(series.get('patchset_hash', ''))}</code>):</p><ol>")
+        p += [f"<li>{e(x['subject'])} <code>{e(x['sha256'][:12])}</code></li>" for x in series["patches"]]
+        p.append("</ol>")
+    for title, rows in (("Regressions against the baseline", regs), ("Fixed", ab["fixed"]),
+                        ("Changed otherwise", ab["changed"]), ("Not in the baseline", ab["new"])):
+        if rows:
+            p.append(f"<h3>{title}: {len(rows)}</h3><ul>")
+            p += [f"<li><code>{e(x['case'])}</code> on <code>{e(x['kernel'])}</code>: baseline "
+                  f"{e(str(x['baseline'] or 'not run'))}, now {e(str(x['outcome']))}</li>" for x in rows]
+            p.append("</ul>")
+    return p
+
+
+def check_result(summary, report_path):
+    """The run's verdict in the shape of a patchwork check (what CI bots post on a series):
+    state success, warning or fail; a context; a one-line description; the report's URL.
+    fail: a regression against the baseline (or between kernels); warning: none, but a
+    harness error or an outcome that changed otherwise or is new; success: the rest."""
+    ab = summary.get("against_baseline") or {}
+    errors = sum(1 for r in summary.get("results", []) if r.get("outcome") == "error")
+    regs = len(ab.get("regressions", [])) + len(summary.get("regressions", []))
+    other = len(ab.get("changed", [])) + len(ab.get("new", []))
+    state = "fail" if regs else ("warning" if errors or other else "success")
+    kernels = ", ".join(k["release"] for k in summary.get("kernels", []))
+    n = len(ab.get("regressions", []))
+    parts = [f"{n} regression{'s' if n != 1 else ''} against the baseline",
+             f"{len(ab.get('fixed', []))} fixed", f"{ab.get('unchanged', 0)} unchanged"]
+    if other:
+        parts.append(f"{other} changed otherwise or new")
+    if errors:
+        parts.append(f"{errors} harness errors")
+    return {"state": state, "context": "overlay-harness",
+            "description": f"{', '.join(parts)} ({len(summary.get('results', []))} case runs on {kernels})",
+            "target_url": Path(report_path).resolve().as_uri()}
