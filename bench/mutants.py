@@ -28,6 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from overlay_harness.host import fetch, modbuild  # noqa: E402
 from overlay_harness.host import kernel as kernel_mod  # noqa: E402
+from overlay_harness.library.devices import FILESYSTEMS  # noqa: E402
+
+FILESYSTEM_IDS = set(FILESYSTEMS)
 
 SEED_AREAS = {"volatile", "errseq", "syncfs", "shared_upper", "metacopy", "lower_changes"}
 # --by-area: the cases a mutant of each area is run against (pytest -m): its own marker and
@@ -82,23 +85,45 @@ def killers(base, got):
     return [(c, base[c], got.get(c, "not run")) for c in base if got.get(c, "not run") != base[c]]
 
 
+def variant(case):
+    """A case run without its upper filesystem: test_x[ext4-upperdir] -> test_x[upperdir],
+    so the [ext4] and [xfs] runs of one case function count once."""
+    base, sep, params = case.partition("[")
+    if not sep:
+        return case
+    rest = [p for p in params.rstrip("]").split("-") if p not in FILESYSTEM_IDS]
+    return f"{base}[{'-'.join(rest)}]" if rest else base
+
+
+def distinct(k):
+    """How many killing case runs differ by more than their upper filesystem, and how many
+    case functions they belong to."""
+    return len({variant(c) for c, _a, _b in k}), len({c.partition("[")[0] for c, _a, _b in k})
+
+
 def table(rows, zero_wall):
-    """The matrix mutant x outcome as markdown, with the kill ratio and the time."""
-    lines = ["| mutant | area | breaks | verdict | killing case runs | time |", "|---|---|---|---|---|---|"]
+    """The matrix mutant x outcome as markdown, with the kill ratio, the distinct killing
+    variants and case functions, and the time."""
+    lines = ["| mutant | area | breaks | verdict | killing case runs | distinct variants / functions "
+             "| time |", "|---|---|---|---|---|---|---|"]
     for name, meta, verdict, k, wall, note in rows:
         shown = ", ".join(f"`{c}`" for c, _a, _b in k[:3]) + (f" +{len(k) - 3}" if len(k) > 3 else "")
+        variants, functions = distinct(k)
         lines.append(f"| {name} | {meta.get('area', '?')} | {meta.get('breaks', '')} | {verdict} | "
-                     f"{len(k)}{': ' + shown if k else ''}{note and ' ' + note[:80]} | {wall:.0f} s |")
+                     f"{len(k)}{': ' + shown if k else ''}{note and ' ' + note[:80]} | "
+                     f"{variants} / {functions} | {wall:.0f} s |")
     judged = [r for r in rows if r[2].startswith(("killed", "survived"))]
     killed = [r for r in judged if r[2].startswith("killed")]
     seed = [r for r in judged if r[1].get("area") in SEED_AREAS]
-    seed_twice = [r for r in seed if len(r[3]) >= 2]
+    seed_twice = [r for r in seed if distinct(r[3])[0] >= 2]
     ratio = 100 * len(killed) / max(1, len(judged))
     total = sum(r[4] for r in rows) + (zero_wall or 0)
     zero = f"mutant zero {zero_wall:.0f} s" if zero_wall is not None else "mutant zero from an earlier run"
     lines += ["", f"killed {len(killed)} of {len(judged)} mutants ({ratio:.0f} %); seed areas: "
               f"{sum(1 for r in seed if r[3])} of {len(seed)} killed, {len(seed_twice)} by two or more "
-              f"case runs; {zero}, all runs {total:.0f} s"]
+              f"case runs that differ by more than the upper filesystem; "
+              f"{sum(1 for r in killed if distinct(r[3])[0] >= 2)} of {len(killed)} killed mutants so; "
+              f"{zero}, all runs {total:.0f} s"]
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ import stat
 
 import pytest
 
-from overlay_harness import WHOLE_DEVICE_FAULTS, create_file, make_tree, read_tree
+from overlay_harness import WHOLE_DEVICE_FAULTS, create_file, make_tree, read_tree, require_version
 
 pytestmark = [pytest.mark.whiteout, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -148,6 +148,24 @@ def test_whiteouts_and_opaque_directories_made_offline_are_honoured(guest, make_
     guest.must.write_file(f"{upper}/e", b"upper e")
     assert ovl.mount() == 0
     assert read_tree(guest, ovl.path()) == [("d", "dir"), ("d/u", b"upper u"), ("e", b"upper e")]
+
+
+def test_alternative_whiteouts_in_a_lower_layer_hide_the_layers_below(guest, make_overlay,
+                                                                     lower_dir):
+    """The second form of whiteout (v6.7, commit bc8df7a3dc03 "ovl: Add an alternative type
+    of whiteout"), as a tool that generates lower layers writes it: in a directory marked
+    trusted.overlay.opaque = "x", a zero-size regular file with trusted.overlay.whiteout
+    hides the name in the layers below and is itself hidden; the directory is still merged
+    (not opaque), and the other names of the layers below show."""
+    require_version(guest, (6, 7), "alternative whiteouts (trusted.overlay.whiteout)")
+    top = make_tree(guest, f"{guest.scratch}/xlower", {"d/a": b""})
+    guest.must.setxattr(f"{top}/d", OPAQUE, b"x")
+    guest.must.setxattr(f"{top}/d/a", "trusted.overlay.whiteout", b"")
+    ovl = make_overlay(lowers=[top, lower_dir])
+    assert ovl.mount() == 0
+    assert guest.stat(ovl.path("d/a")) == errno.ENOENT
+    assert guest.must.listdir(ovl.path("d")) == ["b", "sub"]
+    assert guest.must.read_file(ovl.path("d/b")) == b"lower b"
 
 
 @pytest.mark.parametrize("fault", WHOLE_DEVICE_FAULTS)

@@ -32,7 +32,7 @@ class FakeVM:
 @pytest.fixture
 def booted(kernel, request, monkeypatch):
     state = state_of(request.config)
-    monkeypatch.setattr(fixtures, "prepare_guest", lambda vm: None)
+    monkeypatch.setattr(fixtures, "prepare_guest", lambda vm, coverage=False: None)
     vm = FakeVM(kernel, state.accel)
     fixtures._boot(vm, state)
     request.node.user_properties += [("vm_boot_s", vm.timings["ready"]),  # as `guest` does

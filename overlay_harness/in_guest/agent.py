@@ -34,12 +34,19 @@ LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_i
                       ctypes.c_int, ctypes.c_long]
 LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+LIBC.statfs.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+LIBC.syscall.restype = ctypes.c_long
 
 # The new mount API (x86_64 syscall numbers; include/uapi/linux/mount.h constants).
 SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 429, 430, 431, 432
 FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_SET_FD, FSCONFIG_CMD_CREATE = 0, 1, 5, 6
 MOVE_MOUNT_F_EMPTY_PATH, AT_FDCWD = 0x4, -100
 FS_IOC_FIEMAP = 0xC020660B
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FICLONE = 0x80086601, 0x40086602, 0x40049409
+SYS_IO_SETUP, SYS_IO_DESTROY, SYS_IO_GETEVENTS, SYS_IO_SUBMIT = 206, 207, 208, 209
+SYS_NAME_TO_HANDLE_AT, SYS_OPEN_BY_HANDLE_AT = 303, 304
+IOCB_CMD_PREAD, IOCB_CMD_PWRITE = 0, 1
+MAX_HANDLE_SZ = 128
 LOOP_SET_FD, LOOP_CLR_FD, LOOP_CTL_GET_FREE = 0x4C00, 0x4C01, 0x4C82
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_LAST = 0x1
@@ -226,6 +233,109 @@ class Agent:
     def op_fallocate(self, fd, mode, offset, length):
         """fallocate(2) with its mode flags: 0."""
         return _check(LIBC.fallocate(self.fd(fd), mode, offset, length))
+
+    def op_fadvise(self, fd, offset, length, advice):
+        """posix_fadvise(2): 0."""
+        os.posix_fadvise(self.fd(fd), offset, length, advice)
+        return 0
+
+    def op_copy_file_range(self, fd_in, fd_out, count, offset_in=None, offset_out=None):
+        """copy_file_range(2): the number of bytes copied."""
+        return os.copy_file_range(self.fd(fd_in), self.fd(fd_out), count, offset_in, offset_out)
+
+    def op_sendfile(self, out_fd, in_fd, offset, count):
+        """sendfile(2) from in_fd (at offset) to out_fd (a file: the kernel splices into
+        it): the number of bytes written."""
+        return os.sendfile(self.fd(out_fd), self.fd(in_fd), offset, count)
+
+    def op_clone_file(self, src_fd, dst_fd):
+        """ioctl(dst_fd, FICLONE, src_fd): dst shares src's data (reflink): 0."""
+        import fcntl
+        fcntl.ioctl(self.fd(dst_fd), FICLONE, self.fd(src_fd))
+        return 0
+
+    def op_get_flags(self, fd):
+        """ioctl(FS_IOC_GETFLAGS): the inode flags (FS_APPEND_FL, FS_NOATIME_FL, ...)."""
+        import fcntl
+        import struct
+        return struct.unpack("=i", fcntl.ioctl(self.fd(fd), FS_IOC_GETFLAGS, bytes(4)))[0]
+
+    def op_set_flags(self, fd, flags):
+        """ioctl(FS_IOC_SETFLAGS) (what chattr does): 0."""
+        import fcntl
+        import struct
+        fcntl.ioctl(self.fd(fd), FS_IOC_SETFLAGS, struct.pack("=i", flags))
+        return 0
+
+    def op_aio(self, fd, op, offset, data_or_count):
+        """One request through Linux AIO (io_setup, io_submit, io_getevents: never a
+        synchronous kiocb): "pread" with a count returns the bytes read, "pwrite" with
+        bytes returns the count written; a failed request raises its errno."""
+        import struct
+        opcode = {"pread": IOCB_CMD_PREAD, "pwrite": IOCB_CMD_PWRITE}[op]
+        size = data_or_count if op == "pread" else len(data_or_count)
+        # an anonymous mapping: page-aligned, as O_DIRECT wants it
+        m = mmap.mmap(-1, max(PAGE, -(-size // PAGE) * PAGE))
+        if op == "pwrite":
+            m[:size] = data_or_count
+        buf = ctypes.c_char.from_buffer(m)
+        ctx = ctypes.c_ulong(0)
+        try:
+            _check(LIBC.syscall(SYS_IO_SETUP, 1, ctypes.byref(ctx)))
+            iocb = ctypes.create_string_buffer(struct.pack(
+                "=QIiHhIQQqQII", 7, 0, 0, opcode, 0, self.fd(fd), ctypes.addressof(buf), size,
+                offset, 0, 0, 0))
+            iocbs = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))
+            _check(LIBC.syscall(SYS_IO_SUBMIT, ctx, 1, iocbs))
+            event = ctypes.create_string_buffer(32)  # struct io_event: data, obj, res, res2
+            while _check(LIBC.syscall(SYS_IO_GETEVENTS, ctx, 1, 1, event, None)) < 1:
+                pass
+            res = struct.unpack_from("=q", event, 16)[0]
+            if res < 0:
+                raise OSError(-res, os.strerror(-res))
+            return m[:res] if op == "pread" else res
+        finally:
+            if ctx.value:
+                LIBC.syscall(SYS_IO_DESTROY, ctx)
+            del buf  # the mapping cannot close while a ctypes view of it lives
+            m.close()
+
+    def op_name_to_handle(self, path, follow=True):
+        """name_to_handle_at(2): {"handle_type": N, "handle": bytes, "mount_id": N}."""
+        import struct
+        buf = ctypes.create_string_buffer(struct.pack("=Ii", MAX_HANDLE_SZ, 0) + bytes(MAX_HANDLE_SZ))
+        mount_id = ctypes.c_int(0)
+        flags = 0x400 if follow else 0  # AT_SYMLINK_FOLLOW
+        _check(LIBC.syscall(SYS_NAME_TO_HANDLE_AT, AT_FDCWD, _b(path), buf,
+                            ctypes.byref(mount_id), flags))
+        nbytes, htype = struct.unpack_from("=Ii", buf)
+        return {"handle_type": htype, "handle": buf.raw[8:8 + nbytes], "mount_id": mount_id.value}
+
+    def op_open_by_handle(self, mount_fd, handle_type, handle, flags=os.O_RDONLY):
+        """open_by_handle_at(2) with a handle from name_to_handle: a new fd (kept open)."""
+        import struct
+        buf = ctypes.create_string_buffer(struct.pack("=Ii", len(handle), handle_type) + handle)
+        fd = _check(LIBC.syscall(SYS_OPEN_BY_HANDLE_AT, self.fd(mount_fd), buf, flags))
+        self.fds[fd] = f"<handle {handle.hex()}>"
+        return fd
+
+    def op_statfs(self, path):
+        """statfs(2): {"f_type": the filesystem's magic number, "f_bsize", "f_blocks",
+        "f_bfree", "f_bavail", "f_files", "f_ffree", "f_namelen", "f_flags"}."""
+        import struct
+        buf = ctypes.create_string_buffer(120)  # struct statfs on x86_64
+        _check(LIBC.statfs(_b(path), buf))
+        (f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, _fsid,
+         f_namelen, _frsize, f_flags) = struct.unpack_from("=qqQQQQQ8sqqq", buf)
+        return {"f_type": f_type, "f_bsize": f_bsize, "f_blocks": f_blocks, "f_bfree": f_bfree,
+                "f_bavail": f_bavail, "f_files": f_files, "f_ffree": f_ffree,
+                "f_namelen": f_namelen, "f_flags": f_flags}
+
+    def op_mknod(self, path, mode, device=0):
+        """mknod(2) (mode includes the file type: stat.S_IFIFO | 0o644, S_IFCHR with a
+        device number from os.makedev): 0."""
+        os.mknod(path, mode, device)
+        return 0
 
     def op_stat(self, path):
         """stat(2): a dict of st_* fields (st_mode, st_ino, st_dev, st_rdev, st_nlink, st_size,
@@ -515,6 +625,25 @@ class Agent:
         """Write data to a file (created or truncated): the number of bytes written."""
         with open(path, "wb", buffering=0) as f:
             return f.write(data)
+
+    def op_trace_functions(self, tracefs="/sys/kernel/tracing"):
+        """What the function tracer recorded since the last call, then an empty buffer:
+        {"functions": [name, ...] (each once, sorted), "lost": events its buffer
+        overwrote before they were read (0: the list is complete)}."""
+        names = set()
+        with open(f"{tracefs}/trace", "rb") as f:
+            for line in f:
+                head, sep, _ = line.partition(b" <-")  # "task-pid [cpu] flags ts: func <-caller"
+                if sep and not line.startswith(b"#"):
+                    names.add(head.rsplit(None, 1)[-1].decode())
+        lost = 0
+        for cpu in os.listdir(f"{tracefs}/per_cpu"):
+            with open(f"{tracefs}/per_cpu/{cpu}/stats", "rb") as f:
+                for line in f:
+                    if line.startswith(b"overrun:"):
+                        lost += int(line.split()[1])
+        os.close(os.open(f"{tracefs}/trace", os.O_WRONLY | os.O_TRUNC))  # clears every CPU's buffer
+        return {"functions": sorted(names), "lost": lost}
 
     def op_kmsg(self, after_seq=-1):
         """Kernel log records with sequence number > after_seq: [[seq, level, usec, text]]."""

@@ -9,7 +9,8 @@ import pytest
 from ..host import kernel as kernel_mod
 from ..host import modbuild
 from ..host.agent_client import HarnessError
-from .guest import Guest
+from . import tracing
+from .guest import Guest, StepFailed
 
 # Kernel features the cases need, by the module that provides them.
 FEATURES = {
@@ -45,10 +46,12 @@ class GuestFacts:
     prelude: list    # the calls that prepared it, replayed at the top of every reproducer
     modules: set     # module names its kernel has, built in or loadable
     features: dict   # FEATURES name -> whether the kernel has it
+    traced: tracing.ModuleFunctions | None = None  # --coverage: the overlay module's functions
 
 
-def prepare_guest(machine):
-    """Set the guest of a booted VM up for cases; what its kernel has, as GuestFacts."""
+def prepare_guest(machine, coverage=False):
+    """Set the guest of a booted VM up for cases; what its kernel has, as GuestFacts.
+    With `coverage`, the function tracer records the overlay module's functions."""
     g = Guest(machine.agent)
     for key, value in SYSCTLS.items():
         path = f"/proc/sys/{key}"
@@ -63,8 +66,15 @@ def prepare_guest(machine):
             modbuild.check_in_guest(Guest(machine.agent), machine.kernel.overlay_module)
         except modbuild.ModuleError as e:
             raise HarnessError(str(e)) from None
+    traced = None
+    if coverage and "overlay" in modules:
+        try:
+            traced = tracing.start(Guest(machine.agent))
+        except (RuntimeError, StepFailed) as e:
+            raise HarnessError(f"--coverage: {e}") from None
     return GuestFacts(prelude=list(g.log), modules=modules,
-                      features={name: module in modules for name, module in FEATURES.items()})
+                      features={name: module in modules for name, module in FEATURES.items()},
+                      traced=traced)
 
 
 def config_from_guest(g, kernel):

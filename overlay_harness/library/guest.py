@@ -158,6 +158,17 @@ class Guest:
         text = self.must.read_file("/proc/self/mountinfo").decode()
         return [line.split()[4].replace("\\040", " ") for line in text.splitlines()]
 
+    def mount_options(self, target):
+        """The options of the newest mount at `target` as /proc/self/mountinfo shows them:
+        the mount's own (ro, noatime, ...) then its filesystem's ("nfs_export=on", ...);
+        None when nothing is mounted there."""
+        text = self.must.read_file("/proc/self/mountinfo").decode()
+        for line in reversed(text.splitlines()):
+            fields = line.split()
+            if fields[4].replace("\\040", " ") == target:
+                return fields[5].split(",") + fields[fields.index("-") + 3].split(",")
+        return None
+
 
 def _make_method(op, fn):
     def method(self, *args, **kwargs):

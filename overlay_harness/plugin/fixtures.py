@@ -11,6 +11,7 @@ import pytest
 from ..host import kernel as kernel_mod
 from ..host.agent_client import HarnessError
 from ..host.target import TargetGone
+from ..library import tracing
 from ..library.devices import Filesystem, ScratchDevice
 from ..library.features import prepare_guest, require
 from ..library.guest import Guest
@@ -51,7 +52,8 @@ def _boot(machine, state, single=True, request=None):
     try:
         with announce_boot(state.config, machine):
             machine.restart() if machine.proc else machine.start()
-        state.use(machine).facts = prepare_guest(machine)
+        state.use(machine).facts = prepare_guest(machine,
+                                                 coverage=state.config.getoption("coverage"))
     except TargetGone:  # a --target that stopped answering: this case and the worker's next ones
         machine.stop()
         raise
@@ -111,11 +113,17 @@ def guest(vm, request):
         request.node.user_properties += [(BOOT_PROP, round(vm.timings["ready"], 2)),
                                          (BOOT_ACCEL_PROP, vm.accel.name)]
         use.reported_boots = vm.boots
+        if use.facts and use.facts.traced:  # the module's functions, as this kernel has them
+            request.node.user_properties.append(
+                (tracing.PROP_MODULE_FUNCTIONS, use.facts.traced.as_property()))
     apply_known_issues(request, vm.guest_release)
     path = f"{vm.scratch_root}/{_case_dirname(request.node.nodeid)}"
     g = Guest(vm.agent, release=vm.guest_release, label=vm.kernel.release, vm=vm, scratch=path,
               facts=use.facts)
     house = Guest(vm.agent)  # the harness's own bookkeeping: kept out of the case's call log
+    traced = bool(use.facts and use.facts.traced)
+    if traced:
+        house.must.trace_functions()  # what ran since the last case is no case's
     kmsg = house.must.kmsg_seq()
     request.node.stash[CASE_KEY] = CaseState(
         guest=g, vm=vm, kmsg_start=kmsg, kmsg_checked=kmsg,
@@ -132,6 +140,8 @@ def guest(vm, request):
     g.must.chdir("/")
     open_fds = g.must.close_all()  # open files would keep the mounts busy
     errors = g.run_deferred()
+    if traced:  # the case's own calls and its cleanup (unmounts, evictions)
+        _record_functions(request.node, house.must.trace_functions())
     new_mounts = [m for m in house.mounts() if m not in before_mounts]
     new_devs = {d: v for d, v in block_devices(house).items() if d not in before_devs}
     leaks = [f"mount {m}" for m in new_mounts] + [f"block device {d}" for d in new_devs]
@@ -174,6 +184,12 @@ def make_overlay(guest, upper, lower):
     def make(name="ovl", lowers=None, merged=None, **options):
         return Overlay(guest, name, lowers or [lower], upper, merged=merged, **options)
     return make
+
+
+def _record_functions(item, trace):
+    item.user_properties.append((tracing.PROP_FUNCTIONS, " ".join(trace["functions"])))
+    if trace["lost"]:
+        item.user_properties.append((tracing.PROP_FUNCTIONS_LOST, str(trace["lost"])))
 
 
 def _remove_scratch(g, path):

@@ -127,6 +127,9 @@ def pytest_addoption(parser):
     add("--overlay-src", metavar="DIR",
         help="build overlay.ko from DIR (fs/overlayfs, or a kernel tree) against each "
              "kernel under test and load it in the guest instead of the stock module")
+    add("--coverage", action="store_true", default=False,
+        help="record which functions of the overlay module each case reaches (the "
+             "function tracer): coverage.json in the run directory and a summary per kernel")
     add("--overlay-module", metavar="PATH",
         help="load this built overlay.ko in the guest instead of the stock module")
     add("--shard", metavar="I/N",
@@ -203,6 +206,9 @@ MARKERS = [
     ("copyup_metadata", "what copy-up preserves (owner, mode, times, xattrs, symlinks)"),
     ("inode_numbers", "st_ino, st_dev and d_ino, with and without xino"),
     ("hardlinks_index", "hard links with and without the inodes index"),
+    ("file_operations", "file, inode, xattr and super operations through the overlay "
+     "(fallocate, copy_file_range, FICLONE, AIO, inode flags, statfs, remount, ...)"),
+    ("file_handles", "NFS export: file handles of overlay objects (nfs_export=on)"),
     ("new_features", "features of kernels newer than 6.1 (skipped, named, where absent)"),
     ("vm", "boots a VM"),
     ("fresh_vm", "the case needs a kernel no other case has touched (module state, "

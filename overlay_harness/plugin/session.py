@@ -98,6 +98,9 @@ class HarnessState:
         else:
             n = opt("numprocesses", None)
             workers = n if isinstance(n, int) and n > 0 else None
+        if opt("target") and opt("coverage"):
+            raise pytest.UsageError("--coverage and --target: the function tracer is set up only in "
+                                    "guests the harness boots (it would stay set on the target)")
         try:
             return target_mod.parse_targets(opt("target"), opt("target_key"), opt("target_reboot"),
                                             workers, [s for s in self.specs if s])

@@ -31,6 +31,7 @@ from ..host import kernel as kernel_mod
 from ..plugin.series import series_record
 from ..plugin.session import CASE_KEY, STATE_KEY, kernel_of, set_property
 from ..plugin.timing import timing_of
+from . import coverage as coverage_mod
 from . import kcidb
 from .model import (
     PROP_CASE,
@@ -166,10 +167,12 @@ class ReportPlugin:
         self.written = None
         self.check = None      # the patchwork-style check result of a run against a baseline
         self.annotations = []  # GitHub Actions: a line per failed or quarantined case
+        self.coverage = coverage_mod.Coverage()  # --coverage: the overlay functions each case reached
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case
     def pytest_runtest_logreport(self, report):
         self.results.add(report)
+        self.coverage.add(report)
         _junit_evidence(self.config, report)
         self._junit_baseline(report)
         self._annotate(report)
@@ -229,6 +232,9 @@ class ReportPlugin:
             tr.stats.setdefault("regressed", []).extend(regs)
         self.written, summary = _write_outputs(session, res, session.exitstatus)
         self.check = summary.get("check")
+        if self.coverage:
+            (self.written / "coverage.json").write_text(
+                json.dumps(self.coverage.to_json(), indent=1) + "\n")
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config):
         res = self.results
@@ -245,6 +251,10 @@ class ReportPlugin:
             tr.write_sep("=", f"{len(regs)} regression{'s' if len(regs) != 1 else ''}", red=True, bold=True)
             for c, k, o in regs:
                 tr.write_line(regression_line(res, c, k, o), red=True)
+        if self.coverage:
+            tr.write_sep("=", "overlay function coverage")
+            for line in coverage_mod.summary_lines(self.coverage, _source_maps(_state(config))):
+                tr.write_line(line)
         if res.baseline is not None:
             _baseline_summary(tr, res, self.check)
         if self.written:
@@ -317,6 +327,14 @@ def pytest_configure(config):
     plugin = ReportPlugin(config)
     config.pluginmanager.register(plugin, "overlay-harness-report")
     config.pluginmanager.register(_JunitBaseline(plugin), "overlay-harness-junit-baseline")
+
+
+def _source_maps(state):
+    """{kernel label: {function: source file}} for the kernels whose source is at hand."""
+    if state is None:
+        return {}
+    src = state.config.getoption("overlay_src")
+    return {k.label: coverage_mod.source_map(k.release, src) for k in state.kernels}
 
 
 def _junit_evidence(config, report):
