@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .host import kernel as kernel_mod
-from .refusal_triggers import SITES, TRIGGERABLE
+from .refusal_triggers import PER_KERNEL, SITES, TRIGGERABLE
 
 DOC = Path("docs/refusals.md")
 CASES = Path("cases")
@@ -106,10 +106,11 @@ def sites(directory):
 
 
 def case_messages(cases=CASES):
-    """{message format: [cases]} from the cases under `cases` that call expect_kmsg(): the
-    strings in those calls, in the case's parametrize decorators, and in the module-level
-    tables either names (only strings equal to a format in SITES ever count)."""
-    out = {}
+    """[(case, group)] from the cases under `cases` that call expect_kmsg(): each group is
+    the message strings of one expected message (a tuple of alternatives, or one string),
+    found in those calls, in the case's parametrize decorators, and in the module-level
+    tables either names."""
+    out = []
     for path in sorted(Path(cases).glob("test_*.py")):
         tree = ast.parse(path.read_text(), str(path))
         tables = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
@@ -122,22 +123,42 @@ def case_messages(cases=CASES):
             if not calls:
                 continue
             roots = [a for c in calls for a in c.args[1:]] + func.decorator_list
-            for text in _strings(roots, tables):
-                if text in SITES:
-                    out.setdefault(text, set()).add(f"{path.name}::{func.name}")
-    return {k: sorted(v) for k, v in out.items()}
+            case = f"{path.name}::{func.name}"
+            out += [(case, group) for group in _groups(roots, tables)]
+    return out
 
 
-def _strings(roots, tables, seen=None):
-    """String constants under `roots`, following names of module-level tables."""
+def _groups(roots, tables, seen=None):
+    """The message groups under `roots`: a tuple of string constants is one group (the
+    alternatives of one message), any other string constant a group of its own; names of
+    module-level tables are followed."""
     seen = set() if seen is None else seen
     for root in roots:
-        for sub in ast.walk(root):
-            if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
-                yield sub.value
-            elif isinstance(sub, ast.Name) and sub.id in tables and sub.id not in seen:
-                seen.add(sub.id)
-                yield from _strings([tables[sub.id]], tables, seen)
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Tuple) and node.elts and all(
+                    isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                yield tuple(e.value for e in node.elts)
+                continue
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                yield (node.value,)
+            elif isinstance(node, ast.Name) and node.id in tables and node.id not in seen:
+                seen.add(node.id)
+                stack.append(tables[node.id])
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def triggered_by(release, formats, cases=CASES):
+    """{format: [cases]} for one kernel: a case triggers a site of it when one of its
+    expected messages names that site's format and no other format of this kernel (of a
+    group of alternatives, which one a kernel logs is known only for a single match)."""
+    out = {}
+    for case, group in case_messages(cases):
+        present = [f for f in group if f in formats]
+        if len(present) == 1:
+            out.setdefault(present[0], set()).add(case)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def table(release, directory, cases=CASES, cache=None):
@@ -147,11 +168,11 @@ def table(release, directory, cases=CASES, cache=None):
     if missing:
         raise RefusalsError(f"{release}: messages without an entry in overlay_harness/refusal_triggers.py:\n"
                             + "\n".join(f"  {m!r}" for m in missing))
-    triggered = case_messages(cases)
+    triggered = triggered_by(release, {s.format for s in found}, cases)
     rows, counts = [], {"triggerable": 0, "triggerable_cased": 0, "crafted": 0, "crafted_cased": 0}
     for s in found:
-        result, trigger, how = SITES[s.format]
-        by = triggered.get(s.format, [])
+        result, trigger, how = PER_KERNEL.get((release, s.format), SITES[s.format])
+        by = [] if (release, s.format) in PER_KERNEL else triggered.get(s.format, [])
         kind = "triggerable" if trigger in TRIGGERABLE else trigger if trigger == "crafted" else None
         if kind:
             counts[kind] += 1

@@ -64,12 +64,24 @@ def test_every_entry_is_a_message_of_a_cached_kernel():
 
 
 def test_case_column_comes_from_expect_kmsg_calls():
-    by = refusals.case_messages()
+    formats = set(SITES)
+    by = refusals.triggered_by("any", formats)
     assert by["workdir and upperdir must be separate subtrees"] == [
         "test_refusals.py::test_workdir_inside_upperdir_is_refused"]
     # through a parametrize table of the module
     assert "test_refusals.py::test_refused_option" in by["conflicting options: nfs_export=on,index=off"]
-    assert all(fmt in SITES for fmt in by)
+
+
+def test_alternatives_credit_only_a_single_match(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "def test_a(guest):\n"
+        "    with expect_kmsg(guest, ('empty lowerdir',\n"
+        "                             'unescaped trailing colons in lowerdir mount option.')):\n"
+        "        pass\n")
+    both = {"empty lowerdir", "unescaped trailing colons in lowerdir mount option."}
+    assert refusals.triggered_by("k", both, tmp_path) == {}
+    assert refusals.triggered_by("k", {"empty lowerdir"}, tmp_path) == {
+        "empty lowerdir": ["test_x.py::test_a"]}
 
 
 @pytest.mark.parametrize("fmt,line,hit", [
