@@ -197,6 +197,11 @@ linux-source, `python -m overlay_harness.fetch --source`), overlay_harness/refus
 (what follows each message, what triggers it) and the cases' `expect_kmsg()` calls (the case
 column); `tests/test_refusals.py` fails when the table of a kernel whose source is cached is
 stale. Line numbers are left out on purpose: a site is its file, function and message.
+A case is named when one of the messages it expects is that site's wording and no other
+wording of its group of alternatives is a site of the same kernel (which of two a kernel
+logs is not known from the source); the exceptions of refusal_triggers.PER_KERNEL (one
+wording, two sites) are named by no case. "Triggerable" counts the sites whose trigger is
+mount options, layers, module parameters or operations.
 """
 
 
