@@ -41,6 +41,7 @@ _API = {
     "Overlay": "library.overlay", "make_tree": "library.overlay", "read_tree": "library.overlay",
     "create_file": "library.overlay",
     "NfsLower": "library.nfs", "skip_unless_nfs": "library.nfs",
+    "expect_kmsg": "library.kmsg",
     "require": "library.features", "require_version": "library.features",
     "guest_script": "in_guest",
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import library
 from .host import agent_client
-from .library import devices, features, guest, nfs, overlay
+from .library import devices, features, guest, kmsg, nfs, overlay
 from .plugin import fixtures, options
 
 DOC_PATH = Path("docs") / "api.md"
@@ -116,6 +116,7 @@ def render():
     out += ["## Kernel features, NFS, errors", ""]
     out += function_section(features.require)
     out += function_section(features.require_version)
+    out += function_section(kmsg.expect_kmsg)
     out += class_section(nfs.NfsLower)
     out += function_section(nfs.skip_unless_nfs)
     out += class_section(agent_client.Errno)

@@ -88,12 +88,13 @@ def taint_letters(value):
     return "".join(flag for bit, flag in enumerate(TAINT_FLAGS) if value & (1 << bit))
 
 
-def find_splats(records, policy, taint_before=0, taint_after=0):
+def find_splats(records, policy, taint_before=0, taint_after=0, expected=()):
     """records: [[seq, level, usec, text]] from the agent's kmsg. Returns a list of
-    (kind, line) for every splat, plus one for taint flags that appeared."""
+    (kind, line) for every splat, plus one for taint flags that appeared. `expected`:
+    sequence numbers of records the case expected (library/kmsg.py), never splats."""
     found = []
-    for _seq, level, usec, text in records:
-        kind = policy.classify(level, text)
+    for seq, level, usec, text in records:
+        kind = None if seq in expected else policy.classify(level, text)
         if kind:
             found.append((kind, f"[{usec / 1e6:12.6f}] {text}"))
     new = taint_after & ~taint_before

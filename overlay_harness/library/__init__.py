@@ -6,5 +6,6 @@
     overlay.py   Overlay (raw mount(2)), make_tree
     nfs.py       NfsLower: an NFS export from a network namespace of the guest
     features.py  guest preparation after each boot, kernel features, require()
+    kmsg.py      expect_kmsg: the kernel messages a case expects (the log check allows them)
     repro.py     the call log as a script that replays it in a guest
 """

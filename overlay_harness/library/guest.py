@@ -102,6 +102,7 @@ class Guest:
         self.log = []
         self.must = _Must(self)
         self._deferred = []
+        self.expected_kmsg = set()  # kernel log records expect_kmsg() saw: allowed by the log check
 
     def call(self, op, *args, _timeout=None, **kwargs):
         """Make agent call `op` (what every call method does), logged for the reproducer."""

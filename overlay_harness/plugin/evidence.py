@@ -30,7 +30,7 @@ def check_kernel_log(case, policy):
     taint = int(agent.request("read_file", ["/proc/sys/kernel/tainted"]))
     if recs:
         case.kmsg_checked = recs[-1][0]
-    found = splat.find_splats(recs, policy, case.taint_start, taint)
+    found = splat.find_splats(recs, policy, case.taint_start, taint, case.guest.expected_kmsg)
     case.taint_start = taint
     return splat.excerpt(recs, found) if found else None
 
