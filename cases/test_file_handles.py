@@ -67,11 +67,14 @@ def test_handle_of_a_lower_file_opens_it(guest, ovl):
 
 
 def test_handle_still_opens_the_file_after_copy_up(guest, ovl):
-    """A handle taken before copy-up opens the copied-up file (indexed by its origin):
-    the new data, the copied-up inode."""
+    """A handle taken before copy-up is the copied-up file's handle too, and opens the
+    copied-up file (indexed by its origin): the new data, the copied-up inode."""
     handle = guest.must.name_to_handle(ovl.path("d/f"))
     fd = guest.must.open(ovl.path("d/f"), os.O_WRONLY | os.O_TRUNC)
     guest.must.write(fd, NEW)
+    # "2. For an indexed object, encode a lower file handle from copy_up origin": the handle
+    # of the copied-up file is the one of the lower file it was copied from
+    assert guest.must.name_to_handle(ovl.path("d/f")) == handle
     fd = open_handle(guest, ovl, handle)
     assert same_file(guest, fd, ovl.path("d/f"))
     assert guest.pread(fd, 100, 0) == NEW

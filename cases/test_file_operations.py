@@ -36,10 +36,10 @@ pytestmark = [pytest.mark.file_operations, pytest.mark.upper_fs("ext4", "xfs")]
 
 LOWER = b"L" * 65536  # the `lower` fixture's f
 NEW = b"N" * 4096
-FS_APPEND_FL, FS_NOATIME_FL = 0x20, 0x80
+FS_IMMUTABLE_FL, FS_APPEND_FL, FS_NOATIME_FL = 0x10, 0x20, 0x80
 POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED = 3, 4
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
-FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 MS_RDONLY = 0x1
 CREATE = os.O_CREAT | os.O_WRONLY | os.O_EXCL
 
@@ -62,6 +62,17 @@ def test_fallocate_extends_a_lower_file_on_its_upper_copy(guest, ovl):
     assert guest.stat(ovl.upper_path("f"))["st_size"] == 1 << 20
     assert guest.stat(ovl.lower_path("f"))["st_size"] == len(LOWER)
     assert guest.pread(fd, 16, 0) == LOWER[:16]
+
+
+def test_fallocate_punch_hole_in_a_lower_file_reads_zeros(guest, ovl):
+    """FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE through the overlay copies the file up and
+    deallocates the range there: fallocate(2), "subsequent reads from this range will return
+    zeros", and the size "does not change"; the lower file keeps its data."""
+    fd = guest.must.open(ovl.path("f"), os.O_RDWR)
+    assert guest.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 4096) == 0
+    assert guest.fstat(fd)["st_size"] == len(LOWER)
+    assert guest.pread(fd, 12288, 0) == LOWER[:4096] + bytes(4096) + LOWER[8192:12288]
+    assert guest.must.read_file(ovl.lower_path("f")) == LOWER
 
 
 def test_fadvise_is_passed_to_the_real_file(guest, ovl):
@@ -137,6 +148,26 @@ def test_append_only_flag_set_through_the_overlay(guest, ovl):
     assert ovl.mount_again() == 0
     assert guest.open(ovl.path("f"), os.O_WRONLY) == errno.EPERM
     assert guest.must.read_file(ovl.path("f")) == NEW + LOWER[len(NEW):] + NEW
+
+
+def test_immutable_flag_set_through_the_overlay(guest, ovl):
+    """FS_IOC_SETFLAGS with FS_IMMUTABLE_FL through the overlay on a copied-up file
+    (ioctl_iflags(2): "The file is immutable: no changes are permitted to the file contents
+    or metadata"): FS_IOC_GETFLAGS shows it, opening for writing is EPERM, also after the
+    overlay is mounted again; cleared, the file opens for writing again."""
+    guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
+    fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    flags = guest.must.get_flags(fd)
+    assert guest.set_flags(fd, flags | FS_IMMUTABLE_FL) == 0
+    assert guest.must.get_flags(fd) & FS_IMMUTABLE_FL
+    assert guest.open(ovl.path("f"), os.O_WRONLY) == errno.EPERM
+    assert ovl.mount_again() == 0
+    fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    assert guest.must.get_flags(fd) & FS_IMMUTABLE_FL
+    assert guest.open(ovl.path("f"), os.O_WRONLY) == errno.EPERM
+    assert guest.set_flags(fd, flags & ~FS_IMMUTABLE_FL) == 0
+    assert not guest.must.get_flags(fd) & FS_IMMUTABLE_FL
+    assert isinstance(guest.open(ovl.path("f"), os.O_WRONLY), int)
 
 
 def test_aio_reads_and_writes_through_the_overlay(guest, ovl):
