@@ -75,13 +75,19 @@ def test_fallocate_punch_hole_in_a_lower_file_reads_zeros(guest, ovl):
     assert guest.must.read_file(ovl.lower_path("f")) == LOWER
 
 
-def test_fadvise_is_passed_to_the_real_file(guest, ovl):
-    """posix_fadvise on an overlay fd: valid advice is accepted, an invalid one is EINVAL."""
+@pytest.mark.parametrize("copied_up", [False, True], ids=["lower", "copied-up"])
+def test_fadvise_is_passed_to_the_real_file(guest, ovl, copied_up):
+    """posix_fadvise on an overlay fd (of a lower file, or of a copied-up one): valid advice
+    is accepted, an invalid one is EINVAL."""
+    data = LOWER
+    if copied_up:
+        guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
+        data = NEW + LOWER[len(NEW):]
     fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
     assert guest.fadvise(fd, 0, 0, POSIX_FADV_WILLNEED) == 0
     assert guest.fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0
     assert guest.fadvise(fd, 0, 0, 99) == errno.EINVAL
-    assert guest.pread(fd, 16, 0) == LOWER[:16]
+    assert guest.pread(fd, 16, 0) == data[:16]
 
 
 def test_copy_file_range_copies_between_two_upper_files(guest, ovl):
@@ -114,9 +120,17 @@ def test_ficlone_on_an_upper_without_reflink_is_eopnotsupp(guest, ovl):
     assert guest.fstat(dst)["st_size"] == 0
 
 
-def test_sendfile_into_an_overlay_file(guest, ovl):
-    """sendfile from a lower file into an overlay file (the kernel splices into it)."""
-    src = guest.must.open(ovl.path("f"), os.O_RDONLY)
+@pytest.mark.parametrize("source", ["lower", "upper"])
+def test_sendfile_into_an_overlay_file(guest, ovl, source):
+    """sendfile from a lower file, or from a file made through the overlay, into an overlay
+    file (the kernel splices into it)."""
+    name = "f"
+    if source == "upper":
+        name = "h"
+        fd = guest.must.open(ovl.path(name), CREATE)
+        guest.must.pwrite(fd, LOWER, 0)
+        guest.must.close(fd)
+    src = guest.must.open(ovl.path(name), os.O_RDONLY)
     dst = guest.must.open(ovl.path("g"), CREATE)
     assert guest.sendfile(dst, src, 0, len(LOWER)) == len(LOWER)
     assert guest.must.read_file(ovl.path("g")) == LOWER
@@ -214,21 +228,27 @@ def test_copy_file_range_lost_on_a_failing_upper_is_reported_by_fsync(guest, upp
     assert guest.fsync(dst) == errno.EIO
 
 
-def test_mknod_makes_fifos_and_devices_on_the_upper(guest, ovl):
-    """mknod through the overlay: a FIFO and a character device, made on the upper."""
-    assert guest.mknod(ovl.path("p"), stat.S_IFIFO | 0o640) == 0
-    assert guest.mknod(ovl.path("null"), stat.S_IFCHR | 0o600, os.makedev(1, 3)) == 0
-    assert stat.S_ISFIFO(guest.must.lstat(ovl.path("p"))["st_mode"])
-    st = guest.must.lstat(ovl.path("null"))
-    assert stat.S_ISCHR(st["st_mode"]) and st["st_rdev"] == os.makedev(1, 3)
-    assert stat.S_ISFIFO(guest.must.lstat(ovl.upper_path("p"))["st_mode"])
-    assert guest.mknod(ovl.path("p"), stat.S_IFIFO | 0o640) == errno.EEXIST
+@pytest.mark.parametrize("kind", ["fifo", "chr", "blk"])
+def test_mknod_makes_fifos_and_devices_on_the_upper(guest, ovl, kind):
+    """mknod through the overlay: a FIFO, a character device (1:3) or a block device (7:0),
+    made on the upper with the type and device number given (mknod(2)); a second mknod of
+    the name is EEXIST."""
+    fmt, dev = {"fifo": (stat.S_IFIFO, 0), "chr": (stat.S_IFCHR, os.makedev(1, 3)),
+                "blk": (stat.S_IFBLK, os.makedev(7, 0))}[kind]
+    assert guest.mknod(ovl.path("n"), fmt | 0o600, dev) == 0
+    st = guest.must.lstat(ovl.path("n"))
+    assert stat.S_IFMT(st["st_mode"]) == fmt
+    if dev:
+        assert st["st_rdev"] == dev
+    assert stat.S_IFMT(guest.must.lstat(ovl.upper_path("n"))["st_mode"]) == fmt
+    assert guest.mknod(ovl.path("n"), fmt | 0o600, dev) == errno.EEXIST
 
 
-def test_statfs_reports_overlayfs(guest, ovl):
-    """statfs on the overlay names overlayfs (OVERLAYFS_SUPER_MAGIC)."""
-    assert guest.must.statfs(ovl.path())["f_type"] == OVERLAYFS_SUPER_MAGIC
-    assert guest.must.statfs(ovl.path("f"))["f_type"] == OVERLAYFS_SUPER_MAGIC
+@pytest.mark.parametrize("rel", ["", "f"], ids=["root", "file"])
+def test_statfs_reports_overlayfs(guest, ovl, rel):
+    """statfs on the overlay (its root, or a lower file in it) names overlayfs
+    (OVERLAYFS_SUPER_MAGIC)."""
+    assert guest.must.statfs(ovl.path(rel) if rel else ovl.path())["f_type"] == OVERLAYFS_SUPER_MAGIC
 
 
 def test_remount_read_only_refuses_writes_until_remounted_rw(guest, ovl):
