@@ -261,16 +261,28 @@ def test_remount_read_only_refuses_writes_until_remounted_rw(guest, ovl):
     assert isinstance(guest.open(ovl.path("g"), CREATE), int)
 
 
-def test_user_xattr_set_through_the_overlay_copies_up(guest, ovl):
-    """setxattr through the overlay copies the file up and sets it there; removexattr
-    removes it (then ENODATA); the lower file never gets it."""
-    assert guest.setxattr(ovl.path("f"), "user.k", b"v") == 0
-    assert guest.getxattr(ovl.path("f"), "user.k") == b"v"
-    assert guest.getxattr(ovl.upper_path("f"), "user.k") == b"v"
-    assert "user.k" in guest.must.listxattr(ovl.path("f"))
-    assert "user.k" not in guest.must.listxattr(ovl.lower_path("f"))
-    assert guest.removexattr(ovl.path("f"), "user.k") == 0
-    assert guest.getxattr(ovl.path("f"), "user.k") == errno.ENODATA
+def target(guest, ovl, where):
+    """The file a case works on: the lower file `f`, or `h`, made through the overlay."""
+    if where == "lower":
+        return "f"
+    guest.must.close(guest.must.open(ovl.path("h"), CREATE))
+    return "h"
+
+
+@pytest.mark.parametrize("where", ["lower", "upper"])
+def test_user_xattr_set_through_the_overlay_copies_up(guest, ovl, where):
+    """setxattr through the overlay (on a lower file, or on one made through the overlay)
+    sets it on the upper file, copying a lower one up; removexattr removes it (then
+    ENODATA); the lower file never gets it."""
+    name = target(guest, ovl, where)
+    assert guest.setxattr(ovl.path(name), "user.k", b"v") == 0
+    assert guest.getxattr(ovl.path(name), "user.k") == b"v"
+    assert guest.getxattr(ovl.upper_path(name), "user.k") == b"v"
+    assert "user.k" in guest.must.listxattr(ovl.path(name))
+    if where == "lower":
+        assert "user.k" not in guest.must.listxattr(ovl.lower_path(name))
+    assert guest.removexattr(ovl.path(name), "user.k") == 0
+    assert guest.getxattr(ovl.path(name), "user.k") == errno.ENODATA
 
 
 def posix_acl(*entries):
@@ -283,14 +295,17 @@ FILE_ACL = posix_acl((0x01, 6, 0xFFFFFFFF), (0x02, 4, 1000), (0x04, 4, 0xFFFFFFF
                      (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF))
 
 
-def test_acl_set_through_the_overlay_copies_up(guest, ovl):
-    """A POSIX ACL set through the overlay (system.posix_acl_access) copies the file up:
-    it reads back the same, and the mode's group bits are the ACL's mask (acl(5): with a
-    mask entry, the group class permissions are the mask's)."""
-    assert guest.setxattr(ovl.path("f"), "system.posix_acl_access", FILE_ACL) == 0
-    assert guest.getxattr(ovl.path("f"), "system.posix_acl_access") == FILE_ACL
-    assert guest.getxattr(ovl.upper_path("f"), "system.posix_acl_access") == FILE_ACL
-    assert stat.S_IMODE(guest.must.stat(ovl.path("f"))["st_mode"]) == 0o640
+@pytest.mark.parametrize("where", ["lower", "upper"])
+def test_acl_set_through_the_overlay_copies_up(guest, ovl, where):
+    """A POSIX ACL set through the overlay (system.posix_acl_access; on a lower file, which
+    it copies up, or on one made through the overlay) is set on the upper file: it reads
+    back the same, and the mode's group bits are the ACL's mask (acl(5): with a mask entry,
+    the group class permissions are the mask's)."""
+    name = target(guest, ovl, where)
+    assert guest.setxattr(ovl.path(name), "system.posix_acl_access", FILE_ACL) == 0
+    assert guest.getxattr(ovl.path(name), "system.posix_acl_access") == FILE_ACL
+    assert guest.getxattr(ovl.upper_path(name), "system.posix_acl_access") == FILE_ACL
+    assert stat.S_IMODE(guest.must.stat(ovl.path(name))["st_mode"]) == 0o640
 
 
 def test_obsolete_check_copy_up_parameter_does_nothing(guest, ovl):
