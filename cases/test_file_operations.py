@@ -112,9 +112,16 @@ def test_ficlone_shares_data_between_two_upper_files(guest, ovl):
 
 
 @pytest.mark.upper_fs("ext4")
-def test_ficlone_on_an_upper_without_reflink_is_eopnotsupp(guest, ovl):
-    """FICLONE where the upper filesystem cannot reflink (ext4): EOPNOTSUPP, nothing copied."""
-    src = ovl.copy_up("f", NEW, flush="fsync")
+@pytest.mark.parametrize("source", ["copied-up", "upper"])
+def test_ficlone_on_an_upper_without_reflink_is_eopnotsupp(guest, ovl, source):
+    """FICLONE where the upper filesystem cannot reflink (ext4), from a copied-up file or
+    from one made through the overlay: EOPNOTSUPP, nothing copied."""
+    if source == "upper":
+        src = guest.must.open(ovl.path("h"), os.O_CREAT | os.O_RDWR)
+        guest.must.pwrite(src, NEW, 0)
+        guest.must.fsync(src)
+    else:
+        src = ovl.copy_up("f", NEW, flush="fsync")
     dst = guest.must.open(ovl.path("g"), os.O_CREAT | os.O_RDWR)
     assert guest.clone_file(src, dst) == errno.EOPNOTSUPP
     assert guest.fstat(dst)["st_size"] == 0
@@ -136,10 +143,15 @@ def test_sendfile_into_an_overlay_file(guest, ovl, source):
     assert guest.must.read_file(ovl.path("g")) == LOWER
 
 
-def test_fiemap_maps_the_upper_copy(guest, ovl):
-    """FIEMAP on a copied-up file through the overlay gives the extents of the upper file
-    that the overlay presents."""
-    ovl.copy_up("f", NEW, flush="fsync")
+@pytest.mark.parametrize("how", ["write", "truncate"])
+def test_fiemap_maps_the_upper_copy(guest, ovl, how):
+    """FIEMAP on a copied-up file (copied up by a write, or by a truncate to 8 KiB) through
+    the overlay gives the extents of the upper file that the overlay presents."""
+    if how == "write":
+        ovl.copy_up("f", NEW, flush="fsync")
+    else:
+        assert guest.truncate(ovl.path("f"), 8192) == 0
+        guest.must.sync()
     extents = guest.must.fiemap(ovl.upper_path("f"))
     assert extents
     assert guest.fiemap(ovl.path("f")) == extents
@@ -195,14 +207,24 @@ def test_aio_reads_and_writes_through_the_overlay(guest, ovl):
     assert guest.must.read_file(ovl.path("f"))[:8192] == LOWER[:4096] + NEW
 
 
-def test_direct_aio_completes_through_the_overlay(guest, ovl):
+@pytest.mark.parametrize("source", ["copied-up", "upper"])
+def test_direct_aio_completes_through_the_overlay(guest, ovl, source):
     """AIO with O_DIRECT (the request is queued to the upper's block device and completes
-    later): the write lands on the upper copy, the read returns it."""
-    guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
-    fd = guest.must.open(ovl.path("f"), os.O_RDWR | os.O_DIRECT)
+    later), on a copied-up file or on one made through the overlay: the write lands on the
+    upper file, the read returns it."""
+    name = "f"
+    if source == "upper":
+        name = "h"
+        fd = guest.must.open(ovl.path(name), CREATE)
+        guest.must.pwrite(fd, LOWER, 0)
+        guest.must.fsync(fd)
+        guest.must.close(fd)
+    else:
+        guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
+    fd = guest.must.open(ovl.path(name), os.O_RDWR | os.O_DIRECT)
     assert guest.aio(fd, "pwrite", 8192, NEW) == len(NEW)
     assert guest.aio(fd, "pread", 8192, 4096) == NEW
-    assert guest.must.read_file(ovl.upper_path("f"))[4096:12288] == LOWER[4096:8192] + NEW
+    assert guest.must.read_file(ovl.upper_path(name))[4096:12288] == LOWER[4096:8192] + NEW
 
 
 def test_aio_write_lost_on_a_failing_upper_is_reported_by_fsync(guest, upper, ovl):
@@ -251,14 +273,15 @@ def test_statfs_reports_overlayfs(guest, ovl, rel):
     assert guest.must.statfs(ovl.path(rel) if rel else ovl.path())["f_type"] == OVERLAYFS_SUPER_MAGIC
 
 
-def test_remount_read_only_refuses_writes_until_remounted_rw(guest, ovl):
-    """mount(MS_REMOUNT | MS_RDONLY): opening for write is EROFS; remounted read-write,
-    the same open works."""
+@pytest.mark.parametrize("what", ["new-file", "lower-file"])
+def test_remount_read_only_refuses_writes_until_remounted_rw(guest, ovl, what):
+    """mount(MS_REMOUNT | MS_RDONLY): opening for write (creating a file, or opening a
+    lower file read-write) is EROFS; remounted read-write, the same open works."""
+    path, flags = (ovl.path("g"), CREATE) if what == "new-file" else (ovl.path("f"), os.O_RDWR)
     assert ovl.remount(MS_RDONLY) == 0
-    assert guest.open(ovl.path("g"), CREATE) == errno.EROFS
-    assert guest.open(ovl.path("f"), os.O_RDWR) == errno.EROFS
+    assert guest.open(path, flags) == errno.EROFS
     assert ovl.remount(0) == 0
-    assert isinstance(guest.open(ovl.path("g"), CREATE), int)
+    assert isinstance(guest.open(path, flags), int)
 
 
 def target(guest, ovl, where):
@@ -308,12 +331,14 @@ def test_acl_set_through_the_overlay_copies_up(guest, ovl, where):
     assert stat.S_IMODE(guest.must.stat(ovl.path(name))["st_mode"]) == 0o640
 
 
-def test_obsolete_check_copy_up_parameter_does_nothing(guest, ovl):
+@pytest.mark.parametrize("value", [b"Y", b"N"], ids=["Y", "N"])
+def test_obsolete_check_copy_up_parameter_does_nothing(guest, ovl, value):
     """The overlay module's check_copy_up parameter is "Obsolete; does nothing" (its
-    MODULE_PARM_DESC): it reads N, and setting it changes nothing (it still reads N)."""
+    MODULE_PARM_DESC): it reads N, and setting it (to Y or N) changes nothing (it still
+    reads N)."""
     param = "/sys/module/overlay/parameters/check_copy_up"
     assert guest.read_file(param) == b"N\n"
-    assert guest.write_file(param, b"Y") == 1
+    assert guest.write_file(param, value) == 1
     assert guest.read_file(param) == b"N\n"
 
 
