@@ -51,6 +51,15 @@ def ovl(make_overlay):
     return o
 
 
+def upper_file(guest, ovl, data):
+    """`h`, made through the overlay (a pure-upper file) with `data`, flushed: its name."""
+    fd = guest.must.open(ovl.path("h"), CREATE)
+    guest.must.pwrite(fd, data, 0)
+    guest.must.fsync(fd)
+    guest.must.close(fd)
+    return "h"
+
+
 def test_fallocate_extends_a_lower_file_on_its_upper_copy(guest, ovl):
     """fallocate through the overlay copies the file up and changes its size there (unless
     FALLOC_FL_KEEP_SIZE); the lower file keeps its size."""
@@ -117,9 +126,7 @@ def test_ficlone_on_an_upper_without_reflink_is_eopnotsupp(guest, ovl, source):
     """FICLONE where the upper filesystem cannot reflink (ext4), from a copied-up file or
     from one made through the overlay: EOPNOTSUPP, nothing copied."""
     if source == "upper":
-        src = guest.must.open(ovl.path("h"), os.O_CREAT | os.O_RDWR)
-        guest.must.pwrite(src, NEW, 0)
-        guest.must.fsync(src)
+        src = guest.must.open(ovl.path(upper_file(guest, ovl, NEW)), os.O_RDWR)
     else:
         src = ovl.copy_up("f", NEW, flush="fsync")
     dst = guest.must.open(ovl.path("g"), os.O_CREAT | os.O_RDWR)
@@ -131,12 +138,7 @@ def test_ficlone_on_an_upper_without_reflink_is_eopnotsupp(guest, ovl, source):
 def test_sendfile_into_an_overlay_file(guest, ovl, source):
     """sendfile from a lower file, or from a file made through the overlay, into an overlay
     file (the kernel splices into it)."""
-    name = "f"
-    if source == "upper":
-        name = "h"
-        fd = guest.must.open(ovl.path(name), CREATE)
-        guest.must.pwrite(fd, LOWER, 0)
-        guest.must.close(fd)
+    name = upper_file(guest, ovl, LOWER) if source == "upper" else "f"
     src = guest.must.open(ovl.path(name), os.O_RDONLY)
     dst = guest.must.open(ovl.path("g"), CREATE)
     assert guest.sendfile(dst, src, 0, len(LOWER)) == len(LOWER)
@@ -212,14 +214,10 @@ def test_direct_aio_completes_through_the_overlay(guest, ovl, source):
     """AIO with O_DIRECT (the request is queued to the upper's block device and completes
     later), on a copied-up file or on one made through the overlay: the write lands on the
     upper file, the read returns it."""
-    name = "f"
     if source == "upper":
-        name = "h"
-        fd = guest.must.open(ovl.path(name), CREATE)
-        guest.must.pwrite(fd, LOWER, 0)
-        guest.must.fsync(fd)
-        guest.must.close(fd)
+        name = upper_file(guest, ovl, LOWER)
     else:
+        name = "f"
         guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
     fd = guest.must.open(ovl.path(name), os.O_RDWR | os.O_DIRECT)
     assert guest.aio(fd, "pwrite", 8192, NEW) == len(NEW)
@@ -286,10 +284,7 @@ def test_remount_read_only_refuses_writes_until_remounted_rw(guest, ovl, what):
 
 def target(guest, ovl, where):
     """The file a case works on: the lower file `f`, or `h`, made through the overlay."""
-    if where == "lower":
-        return "f"
-    guest.must.close(guest.must.open(ovl.path("h"), CREATE))
-    return "h"
+    return "f" if where == "lower" else upper_file(guest, ovl, NEW)
 
 
 @pytest.mark.parametrize("where", ["lower", "upper"])
