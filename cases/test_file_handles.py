@@ -67,24 +67,31 @@ def test_handle_of_a_lower_file_opens_it(guest, ovl):
 
 
 def test_handle_still_opens_the_file_after_copy_up(guest, ovl):
-    """A handle taken before copy-up opens the copied-up file (indexed by its origin):
-    the new data, the copied-up inode."""
+    """A handle taken before copy-up is the copied-up file's handle too, and opens the
+    copied-up file (indexed by its origin): the new data, the copied-up inode."""
     handle = guest.must.name_to_handle(ovl.path("d/f"))
     fd = guest.must.open(ovl.path("d/f"), os.O_WRONLY | os.O_TRUNC)
     guest.must.write(fd, NEW)
+    # "2. For an indexed object, encode a lower file handle from copy_up origin": the handle
+    # of the copied-up file is the one of the lower file it was copied from
+    assert guest.must.name_to_handle(ovl.path("d/f")) == handle
     fd = open_handle(guest, ovl, handle)
     assert same_file(guest, fd, ovl.path("d/f"))
     assert guest.pread(fd, 100, 0) == NEW
     assert guest.must.listdir(f"{ovl.work}/index")  # the copy-up made an index entry
 
 
-def test_handle_of_a_pure_upper_file_opens_it(guest, ovl):
-    """A file made through the overlay (pure upper) is encoded from the upper inode."""
-    fd = guest.must.open(ovl.path("d/new"), os.O_CREAT | os.O_WRONLY)
+@pytest.mark.parametrize("parent", ["d", "new-dir"])
+def test_handle_of_a_pure_upper_file_opens_it(guest, ovl, parent):
+    """A file made through the overlay (pure upper; in a lower directory, or in one made
+    through the overlay too) is encoded from the upper inode."""
+    if parent == "new-dir":
+        guest.must.mkdir(ovl.path(parent))
+    fd = guest.must.open(ovl.path(f"{parent}/new"), os.O_CREAT | os.O_WRONLY)
     guest.must.write(fd, NEW)
-    handle = guest.must.name_to_handle(ovl.path("d/new"))
+    handle = guest.must.name_to_handle(ovl.path(f"{parent}/new"))
     fd = open_handle(guest, ovl, handle)
-    assert same_file(guest, fd, ovl.path("d/new"))
+    assert same_file(guest, fd, ovl.path(f"{parent}/new"))
     assert guest.pread(fd, 100, 0) == NEW
 
 
@@ -104,9 +111,12 @@ def test_handle_of_a_directory_opens_the_merged_directory(guest, ovl, copied_up)
     its inode, its entries (also one made through the overlay after the handle was taken).
     (Its st_ino is not compared across the dropped caches: with layers on two filesystems
     a directory's st_ino need not be persistent, overlayfs.rst's table of inode properties.)"""
+    handle = guest.must.name_to_handle(ovl.path("d"))
     if copied_up:
         guest.must.chmod(ovl.path("d"), 0o750)
-    handle = guest.must.name_to_handle(ovl.path("d"))
+        # copied up, the directory is indexed: its handle is still its origin's (encoding
+        # rule 2)
+        assert guest.must.name_to_handle(ovl.path("d")) == handle
     guest.must.close(guest.must.open(ovl.path("d/h"), os.O_CREAT | os.O_WRONLY))
     fd = open_handle(guest, ovl, handle, os.O_RDONLY | os.O_DIRECTORY)
     assert guest.readlink(f"/proc/self/fd/{fd}") == ovl.path("d")  # connected: the agent's own fd

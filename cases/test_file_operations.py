@@ -36,10 +36,10 @@ pytestmark = [pytest.mark.file_operations, pytest.mark.upper_fs("ext4", "xfs")]
 
 LOWER = b"L" * 65536  # the `lower` fixture's f
 NEW = b"N" * 4096
-FS_APPEND_FL, FS_NOATIME_FL = 0x20, 0x80
+FS_IMMUTABLE_FL, FS_APPEND_FL, FS_NOATIME_FL = 0x10, 0x20, 0x80
 POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED = 3, 4
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
-FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 MS_RDONLY = 0x1
 CREATE = os.O_CREAT | os.O_WRONLY | os.O_EXCL
 
@@ -49,6 +49,15 @@ def ovl(make_overlay):
     o = make_overlay()
     assert o.mount() == 0
     return o
+
+
+def upper_file(guest, ovl, data):
+    """`h`, made through the overlay (a pure-upper file) with `data`, flushed: its name."""
+    fd = guest.must.open(ovl.path("h"), CREATE)
+    guest.must.pwrite(fd, data, 0)
+    guest.must.fsync(fd)
+    guest.must.close(fd)
+    return "h"
 
 
 def test_fallocate_extends_a_lower_file_on_its_upper_copy(guest, ovl):
@@ -64,13 +73,30 @@ def test_fallocate_extends_a_lower_file_on_its_upper_copy(guest, ovl):
     assert guest.pread(fd, 16, 0) == LOWER[:16]
 
 
-def test_fadvise_is_passed_to_the_real_file(guest, ovl):
-    """posix_fadvise on an overlay fd: valid advice is accepted, an invalid one is EINVAL."""
+def test_fallocate_punch_hole_in_a_lower_file_reads_zeros(guest, ovl):
+    """FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE through the overlay copies the file up and
+    deallocates the range there: fallocate(2), "subsequent reads from this range will return
+    zeros", and the size "does not change"; the lower file keeps its data."""
+    fd = guest.must.open(ovl.path("f"), os.O_RDWR)
+    assert guest.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 4096) == 0
+    assert guest.fstat(fd)["st_size"] == len(LOWER)
+    assert guest.pread(fd, 12288, 0) == LOWER[:4096] + bytes(4096) + LOWER[8192:12288]
+    assert guest.must.read_file(ovl.lower_path("f")) == LOWER
+
+
+@pytest.mark.parametrize("copied_up", [False, True], ids=["lower", "copied-up"])
+def test_fadvise_is_passed_to_the_real_file(guest, ovl, copied_up):
+    """posix_fadvise on an overlay fd (of a lower file, or of a copied-up one): valid advice
+    is accepted, an invalid one is EINVAL."""
+    data = LOWER
+    if copied_up:
+        guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
+        data = NEW + LOWER[len(NEW):]
     fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
     assert guest.fadvise(fd, 0, 0, POSIX_FADV_WILLNEED) == 0
     assert guest.fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0
     assert guest.fadvise(fd, 0, 0, 99) == errno.EINVAL
-    assert guest.pread(fd, 16, 0) == LOWER[:16]
+    assert guest.pread(fd, 16, 0) == data[:16]
 
 
 def test_copy_file_range_copies_between_two_upper_files(guest, ovl):
@@ -95,26 +121,39 @@ def test_ficlone_shares_data_between_two_upper_files(guest, ovl):
 
 
 @pytest.mark.upper_fs("ext4")
-def test_ficlone_on_an_upper_without_reflink_is_eopnotsupp(guest, ovl):
-    """FICLONE where the upper filesystem cannot reflink (ext4): EOPNOTSUPP, nothing copied."""
-    src = ovl.copy_up("f", NEW, flush="fsync")
+@pytest.mark.parametrize("source", ["copied-up", "upper"])
+def test_ficlone_on_an_upper_without_reflink_is_eopnotsupp(guest, ovl, source):
+    """FICLONE where the upper filesystem cannot reflink (ext4), from a copied-up file or
+    from one made through the overlay: EOPNOTSUPP, nothing copied."""
+    if source == "upper":
+        src = guest.must.open(ovl.path(upper_file(guest, ovl, NEW)), os.O_RDWR)
+    else:
+        src = ovl.copy_up("f", NEW, flush="fsync")
     dst = guest.must.open(ovl.path("g"), os.O_CREAT | os.O_RDWR)
     assert guest.clone_file(src, dst) == errno.EOPNOTSUPP
     assert guest.fstat(dst)["st_size"] == 0
 
 
-def test_sendfile_into_an_overlay_file(guest, ovl):
-    """sendfile from a lower file into an overlay file (the kernel splices into it)."""
-    src = guest.must.open(ovl.path("f"), os.O_RDONLY)
+@pytest.mark.parametrize("source", ["lower", "upper"])
+def test_sendfile_into_an_overlay_file(guest, ovl, source):
+    """sendfile from a lower file, or from a file made through the overlay, into an overlay
+    file (the kernel splices into it)."""
+    name = upper_file(guest, ovl, LOWER) if source == "upper" else "f"
+    src = guest.must.open(ovl.path(name), os.O_RDONLY)
     dst = guest.must.open(ovl.path("g"), CREATE)
     assert guest.sendfile(dst, src, 0, len(LOWER)) == len(LOWER)
     assert guest.must.read_file(ovl.path("g")) == LOWER
 
 
-def test_fiemap_maps_the_upper_copy(guest, ovl):
-    """FIEMAP on a copied-up file through the overlay gives the extents of the upper file
-    that the overlay presents."""
-    ovl.copy_up("f", NEW, flush="fsync")
+@pytest.mark.parametrize("how", ["write", "truncate"])
+def test_fiemap_maps_the_upper_copy(guest, ovl, how):
+    """FIEMAP on a copied-up file (copied up by a write, or by a truncate to 8 KiB) through
+    the overlay gives the extents of the upper file that the overlay presents."""
+    if how == "write":
+        ovl.copy_up("f", NEW, flush="fsync")
+    else:
+        assert guest.truncate(ovl.path("f"), 8192) == 0
+        guest.must.sync()
     extents = guest.must.fiemap(ovl.upper_path("f"))
     assert extents
     assert guest.fiemap(ovl.path("f")) == extents
@@ -167,6 +206,26 @@ def _clear_flags(guest, path):
     guest.must.close(fd)
 
 
+def test_immutable_flag_set_through_the_overlay(guest, ovl):
+    """FS_IOC_SETFLAGS with FS_IMMUTABLE_FL through the overlay on a copied-up file
+    (ioctl_iflags(2): "The file is immutable: no changes are permitted to the file contents
+    or metadata"): FS_IOC_GETFLAGS shows it, opening for writing is EPERM, also after the
+    overlay is mounted again; cleared, the file opens for writing again."""
+    guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
+    fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    flags = guest.must.get_flags(fd)
+    assert guest.set_flags(fd, flags | FS_IMMUTABLE_FL) == 0
+    assert guest.must.get_flags(fd) & FS_IMMUTABLE_FL
+    assert guest.open(ovl.path("f"), os.O_WRONLY) == errno.EPERM
+    assert ovl.mount_again() == 0
+    fd = guest.must.open(ovl.path("f"), os.O_RDONLY)
+    assert guest.must.get_flags(fd) & FS_IMMUTABLE_FL
+    assert guest.open(ovl.path("f"), os.O_WRONLY) == errno.EPERM
+    assert guest.set_flags(fd, flags & ~FS_IMMUTABLE_FL) == 0
+    assert not guest.must.get_flags(fd) & FS_IMMUTABLE_FL
+    assert isinstance(guest.open(ovl.path("f"), os.O_WRONLY), int)
+
+
 def test_aio_reads_and_writes_through_the_overlay(guest, ovl):
     """Linux AIO (io_submit) on an overlay fd: a write copies up and lands, a read returns
     it; the data is the upper's after the overlay is mounted again."""
@@ -178,14 +237,20 @@ def test_aio_reads_and_writes_through_the_overlay(guest, ovl):
     assert guest.must.read_file(ovl.path("f"))[:8192] == LOWER[:4096] + NEW
 
 
-def test_direct_aio_completes_through_the_overlay(guest, ovl):
+@pytest.mark.parametrize("source", ["copied-up", "upper"])
+def test_direct_aio_completes_through_the_overlay(guest, ovl, source):
     """AIO with O_DIRECT (the request is queued to the upper's block device and completes
-    later): the write lands on the upper copy, the read returns it."""
-    guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
-    fd = guest.must.open(ovl.path("f"), os.O_RDWR | os.O_DIRECT)
+    later), on a copied-up file or on one made through the overlay: the write lands on the
+    upper file, the read returns it."""
+    if source == "upper":
+        name = upper_file(guest, ovl, LOWER)
+    else:
+        name = "f"
+        guest.must.close(ovl.copy_up("f", NEW, flush="fsync"))
+    fd = guest.must.open(ovl.path(name), os.O_RDWR | os.O_DIRECT)
     assert guest.aio(fd, "pwrite", 8192, NEW) == len(NEW)
     assert guest.aio(fd, "pread", 8192, 4096) == NEW
-    assert guest.must.read_file(ovl.upper_path("f"))[4096:12288] == LOWER[4096:8192] + NEW
+    assert guest.must.read_file(ovl.upper_path(name))[4096:12288] == LOWER[4096:8192] + NEW
 
 
 def test_aio_write_lost_on_a_failing_upper_is_reported_by_fsync(guest, upper, ovl):
@@ -211,43 +276,59 @@ def test_copy_file_range_lost_on_a_failing_upper_is_reported_by_fsync(guest, upp
     assert guest.fsync(dst) == errno.EIO
 
 
-def test_mknod_makes_fifos_and_devices_on_the_upper(guest, ovl):
-    """mknod through the overlay: a FIFO and a character device, made on the upper."""
-    assert guest.mknod(ovl.path("p"), stat.S_IFIFO | 0o640) == 0
-    assert guest.mknod(ovl.path("null"), stat.S_IFCHR | 0o600, os.makedev(1, 3)) == 0
-    assert stat.S_ISFIFO(guest.must.lstat(ovl.path("p"))["st_mode"])
-    st = guest.must.lstat(ovl.path("null"))
-    assert stat.S_ISCHR(st["st_mode"]) and st["st_rdev"] == os.makedev(1, 3)
-    assert stat.S_ISFIFO(guest.must.lstat(ovl.upper_path("p"))["st_mode"])
-    assert guest.mknod(ovl.path("p"), stat.S_IFIFO | 0o640) == errno.EEXIST
+@pytest.mark.parametrize("kind", ["fifo", "chr", "blk"])
+def test_mknod_makes_fifos_and_devices_on_the_upper(guest, ovl, kind):
+    """mknod through the overlay: a FIFO, a character device (1:3) or a block device (7:0),
+    made on the upper with the type and device number given (mknod(2)); a second mknod of
+    the name is EEXIST."""
+    fmt, dev = {"fifo": (stat.S_IFIFO, 0), "chr": (stat.S_IFCHR, os.makedev(1, 3)),
+                "blk": (stat.S_IFBLK, os.makedev(7, 0))}[kind]
+    assert guest.mknod(ovl.path("n"), fmt | 0o600, dev) == 0
+    st = guest.must.lstat(ovl.path("n"))
+    assert stat.S_IFMT(st["st_mode"]) == fmt
+    if dev:
+        assert st["st_rdev"] == dev
+    assert stat.S_IFMT(guest.must.lstat(ovl.upper_path("n"))["st_mode"]) == fmt
+    assert guest.mknod(ovl.path("n"), fmt | 0o600, dev) == errno.EEXIST
 
 
-def test_statfs_reports_overlayfs(guest, ovl):
-    """statfs on the overlay names overlayfs (OVERLAYFS_SUPER_MAGIC)."""
-    assert guest.must.statfs(ovl.path())["f_type"] == OVERLAYFS_SUPER_MAGIC
-    assert guest.must.statfs(ovl.path("f"))["f_type"] == OVERLAYFS_SUPER_MAGIC
+@pytest.mark.parametrize("rel", ["", "f"], ids=["root", "file"])
+def test_statfs_reports_overlayfs(guest, ovl, rel):
+    """statfs on the overlay (its root, or a lower file in it) names overlayfs
+    (OVERLAYFS_SUPER_MAGIC)."""
+    assert guest.must.statfs(ovl.path(rel) if rel else ovl.path())["f_type"] == OVERLAYFS_SUPER_MAGIC
 
 
-def test_remount_read_only_refuses_writes_until_remounted_rw(guest, ovl):
-    """mount(MS_REMOUNT | MS_RDONLY): opening for write is EROFS; remounted read-write,
-    the same open works."""
+@pytest.mark.parametrize("what", ["new-file", "lower-file"])
+def test_remount_read_only_refuses_writes_until_remounted_rw(guest, ovl, what):
+    """mount(MS_REMOUNT | MS_RDONLY): opening for write (creating a file, or opening a
+    lower file read-write) is EROFS; remounted read-write, the same open works."""
+    path, flags = (ovl.path("g"), CREATE) if what == "new-file" else (ovl.path("f"), os.O_RDWR)
     assert ovl.remount(MS_RDONLY) == 0
-    assert guest.open(ovl.path("g"), CREATE) == errno.EROFS
-    assert guest.open(ovl.path("f"), os.O_RDWR) == errno.EROFS
+    assert guest.open(path, flags) == errno.EROFS
     assert ovl.remount(0) == 0
-    assert isinstance(guest.open(ovl.path("g"), CREATE), int)
+    assert isinstance(guest.open(path, flags), int)
 
 
-def test_user_xattr_set_through_the_overlay_copies_up(guest, ovl):
-    """setxattr through the overlay copies the file up and sets it there; removexattr
-    removes it (then ENODATA); the lower file never gets it."""
-    assert guest.setxattr(ovl.path("f"), "user.k", b"v") == 0
-    assert guest.getxattr(ovl.path("f"), "user.k") == b"v"
-    assert guest.getxattr(ovl.upper_path("f"), "user.k") == b"v"
-    assert "user.k" in guest.must.listxattr(ovl.path("f"))
-    assert "user.k" not in guest.must.listxattr(ovl.lower_path("f"))
-    assert guest.removexattr(ovl.path("f"), "user.k") == 0
-    assert guest.getxattr(ovl.path("f"), "user.k") == errno.ENODATA
+def target(guest, ovl, where):
+    """The file a case works on: the lower file `f`, or `h`, made through the overlay."""
+    return "f" if where == "lower" else upper_file(guest, ovl, NEW)
+
+
+@pytest.mark.parametrize("where", ["lower", "upper"])
+def test_user_xattr_set_through_the_overlay_copies_up(guest, ovl, where):
+    """setxattr through the overlay (on a lower file, or on one made through the overlay)
+    sets it on the upper file, copying a lower one up; removexattr removes it (then
+    ENODATA); the lower file never gets it."""
+    name = target(guest, ovl, where)
+    assert guest.setxattr(ovl.path(name), "user.k", b"v") == 0
+    assert guest.getxattr(ovl.path(name), "user.k") == b"v"
+    assert guest.getxattr(ovl.upper_path(name), "user.k") == b"v"
+    assert "user.k" in guest.must.listxattr(ovl.path(name))
+    if where == "lower":
+        assert "user.k" not in guest.must.listxattr(ovl.lower_path(name))
+    assert guest.removexattr(ovl.path(name), "user.k") == 0
+    assert guest.getxattr(ovl.path(name), "user.k") == errno.ENODATA
 
 
 def posix_acl(*entries):
@@ -260,22 +341,27 @@ FILE_ACL = posix_acl((0x01, 6, 0xFFFFFFFF), (0x02, 4, 1000), (0x04, 4, 0xFFFFFFF
                      (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF))
 
 
-def test_acl_set_through_the_overlay_copies_up(guest, ovl):
-    """A POSIX ACL set through the overlay (system.posix_acl_access) copies the file up:
-    it reads back the same, and the mode's group bits are the ACL's mask (acl(5): with a
-    mask entry, the group class permissions are the mask's)."""
-    assert guest.setxattr(ovl.path("f"), "system.posix_acl_access", FILE_ACL) == 0
-    assert guest.getxattr(ovl.path("f"), "system.posix_acl_access") == FILE_ACL
-    assert guest.getxattr(ovl.upper_path("f"), "system.posix_acl_access") == FILE_ACL
-    assert stat.S_IMODE(guest.must.stat(ovl.path("f"))["st_mode"]) == 0o640
+@pytest.mark.parametrize("where", ["lower", "upper"])
+def test_acl_set_through_the_overlay_copies_up(guest, ovl, where):
+    """A POSIX ACL set through the overlay (system.posix_acl_access; on a lower file, which
+    it copies up, or on one made through the overlay) is set on the upper file: it reads
+    back the same, and the mode's group bits are the ACL's mask (acl(5): with a mask entry,
+    the group class permissions are the mask's)."""
+    name = target(guest, ovl, where)
+    assert guest.setxattr(ovl.path(name), "system.posix_acl_access", FILE_ACL) == 0
+    assert guest.getxattr(ovl.path(name), "system.posix_acl_access") == FILE_ACL
+    assert guest.getxattr(ovl.upper_path(name), "system.posix_acl_access") == FILE_ACL
+    assert stat.S_IMODE(guest.must.stat(ovl.path(name))["st_mode"]) == 0o640
 
 
-def test_obsolete_check_copy_up_parameter_does_nothing(guest, ovl):
+@pytest.mark.parametrize("value", [b"Y", b"N"], ids=["Y", "N"])
+def test_obsolete_check_copy_up_parameter_does_nothing(guest, ovl, value):
     """The overlay module's check_copy_up parameter is "Obsolete; does nothing" (its
-    MODULE_PARM_DESC): it reads N, and setting it changes nothing (it still reads N)."""
+    MODULE_PARM_DESC): it reads N, and setting it (to Y or N) changes nothing (it still
+    reads N)."""
     param = "/sys/module/overlay/parameters/check_copy_up"
     assert guest.read_file(param) == b"N\n"
-    assert guest.write_file(param, b"Y") == 1
+    assert guest.write_file(param, value) == 1
     assert guest.read_file(param) == b"N\n"
 
 
