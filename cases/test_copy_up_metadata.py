@@ -25,11 +25,10 @@ copy-up that took the mounter's ids or the current time shows.
 import errno
 import os
 import stat
-import struct
 
 import pytest
 
-from overlay_harness import WHOLE_DEVICE_FAULTS, LowerFs
+from overlay_harness import WHOLE_DEVICE_FAULTS, LowerFs, posix_acl
 
 pytestmark = [pytest.mark.copyup_metadata, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -38,11 +37,6 @@ DIR_MTIME = 1_000_000_000 * 10**9 + 123
 FILE_MTIME = 1_100_000_000 * 10**9 + 456
 DATA = b"lower data\n" * 1000
 ACL = "system.posix_acl_access"
-
-
-def posix_acl(*entries):
-    """The xattr form of a POSIX ACL (version 2; tag, perm, id per entry)."""
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 
 # user::rw- user:1000:r-- group::r-- mask::r-- other::---  (mode 0640)

@@ -26,11 +26,10 @@ removexattr(2) ("ENODATA The named attribute does not exist").
 import errno
 import os
 import stat
-import struct
 
 import pytest
 
-from overlay_harness import require_version
+from overlay_harness import posix_acl, require_version
 
 pytestmark = [pytest.mark.file_operations, pytest.mark.upper_fs("ext4", "xfs")]
 
@@ -329,11 +328,6 @@ def test_user_xattr_set_through_the_overlay_copies_up(guest, ovl, where):
         assert "user.k" not in guest.must.listxattr(ovl.lower_path(name))
     assert guest.removexattr(ovl.path(name), "user.k") == 0
     assert guest.getxattr(ovl.path(name), "user.k") == errno.ENODATA
-
-
-def posix_acl(*entries):
-    """The xattr form of a POSIX ACL (version 2; tag, perm, id per entry)."""
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 
 # user::rw- user:1000:r-- group::r-- mask::r-- other::---

@@ -39,7 +39,7 @@ _API = {
     "ScratchDevice": "library.devices", "Filesystem": "library.devices", "LowerFs": "library.devices",
     "FILESYSTEMS": "library.devices", "WHOLE_DEVICE_FAULTS": "library.devices",
     "Overlay": "library.overlay", "make_tree": "library.overlay", "read_tree": "library.overlay",
-    "create_file": "library.overlay",
+    "create_file": "library.overlay", "posix_acl": "library.overlay",
     "NfsLower": "library.nfs", "skip_unless_nfs": "library.nfs",
     "expect_kmsg": "library.kmsg",
     "require": "library.features", "require_version": "library.features",

@@ -2,6 +2,7 @@
 
 import os
 import stat
+import struct
 
 MS_REMOUNT = 0x20
 MNT_DETACH = 0x2
@@ -135,6 +136,12 @@ class Overlay:
                 out[name[len(self.xattr_prefix):]] = self.guest.must.getxattr(
                     self.upper_path(rel), name, False)
         return out
+
+
+def posix_acl(*entries):
+    """The xattr value of a POSIX ACL (system.posix_acl_access): version 2, then a (tag,
+    perm, id) triple per entry, e.g. (0x01, 6, 0xFFFFFFFF) for user::rw-."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 
 def create_file(guest, path, data, mode=0o644):
