@@ -42,7 +42,7 @@ AREA_CASES = {
     "whiteout": "whiteout or readdir", "readdir": "readdir or whiteout", "rename": "rename",
     "copyup_metadata": "copyup_metadata", "inode_numbers": "inode_numbers",
     "hardlinks_index": "hardlinks_index",
-    "file_operations": "file_operations", "file_handles": "file_handles",
+    "file_operations": "file_operations", "file_handles": "file_handles", "refusals": "refusals",
 }
 
 

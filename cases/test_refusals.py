@@ -31,6 +31,8 @@ import pytest
 
 from overlay_harness import Filesystem, ScratchDevice, expect_kmsg, is_errno, make_tree, require_version
 
+pytestmark = pytest.mark.refusals
+
 MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
 
 

@@ -209,6 +209,7 @@ MARKERS = [
     ("file_operations", "file, inode, xattr and super operations through the overlay "
      "(fallocate, copy_file_range, FICLONE, AIO, inode flags, statfs, remount, ...)"),
     ("file_handles", "NFS export: file handles of overlay objects (nfs_export=on)"),
+    ("refusals", "what overlayfs refuses or falls back from at mount time (docs/refusals.md)"),
     ("new_features", "features of kernels newer than 6.1 (skipped, named, where absent)"),
     ("vm", "boots a VM"),
     ("fresh_vm", "the case needs a kernel no other case has touched (module state, "
