@@ -133,7 +133,11 @@ def probe_kvm(kernel):
             stop_supervised(proc, pgid_file)
 
 
-def resolve(requested, kernel, reprobe=False):
+def _to_stderr(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def resolve(requested, kernel, reprobe=False, log=None):
     """The Accel to use for `requested` in auto|kvm|tcg."""
     if requested == "tcg":
         return Accel("tcg", "requested with --accel tcg")
@@ -152,8 +156,7 @@ def resolve(requested, kernel, reprobe=False):
         fcntl.flock(lock, fcntl.LOCK_EX)
         verdict = None if reprobe else cached_verdict()
         if verdict is None:
-            print(f"overlay-harness: probing KVM with a short boot of {kernel.release} ...",
-                  file=sys.stderr, flush=True)
+            (log or _to_stderr)(f"overlay-harness: probing KVM with a short boot of {kernel.release} ...")
             works, reason, seconds = probe_kvm(kernel)
             verdict = {"kvm": bool(works), "reason": reason, "seconds": round(seconds, 1),
                        "kernel": kernel.release, "when": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -35,6 +35,7 @@ import pytest
 from ..host import kernel as kernel_mod
 from ..host import modbuild
 from ..host import series as series_mod
+from . import progress
 
 BASELINES_ENV = "OVERLAY_HARNESS_BASELINES"
 # Options that do not choose cases: left out of the baseline's cache key (the -n family
@@ -50,20 +51,20 @@ def wanted(config):
     return bool(config.getoption("overlay_patch") or config.getoption("overlay_base"))
 
 
-def base_source(config, kernel):
+def base_source(config, kernel, log=print):
     """The fs/overlayfs directory the series applies to for `kernel`."""
     src = config.getoption("overlay_src")
     if src:
         return modbuild._source_dir(src)
     from ..host import fetch
     try:
-        return fetch.fetch_source(kernel.release, members=["fs/overlayfs"]) / "fs" / "overlayfs"
+        return fetch.fetch_source(kernel.release, members=["fs/overlayfs"], log=log) / "fs" / "overlayfs"
     except fetch.FetchError as e:
         raise modbuild.ModuleError(f"no fs/overlayfs source for {kernel.release} ({e}); give "
                                    "--overlay-src=DIR (a fs/overlayfs fitting that kernel)") from None
 
 
-def build(state, kernel, out):
+def build(state, kernel, out, log=print):
     """The OverlayModule for `kernel`: its base, with the series when one is given, built
     incrementally; what was built from what goes into state.series_info."""
     config = state.config
@@ -74,11 +75,11 @@ def build(state, kernel, out):
                                            state.run_dir / "series" / "patches")
             series_mod.check_paths(state.series)
         series = state.series
-    base = base_source(config, kernel)
+    base = base_source(config, kernel, log)
     src = (series_mod.apply(series, base, state.run_dir / "series" / kernel.release)
            if series else base)
     workdir = kernel_mod.cache_root() / "overlay-build" / kernel.release
-    module = modbuild.build(src, kernel, out, workdir=workdir)
+    module = modbuild.build(src, kernel, out, workdir=workdir, log=log)
     state.series_info[kernel.release] = {
         "base": str(base), "source_digest": series_mod.source_digest(base),
         "patched_digest": series_mod.source_digest(src)}
@@ -194,12 +195,7 @@ def pytest_configure(config):
         return
     from .session import state_of
     state = state_of(config)
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-
-    def log(msg):
-        if tr is not None:
-            tr.write_line(msg)
-    summary, where = run_baseline(config, state, log)
+    summary, where = run_baseline(config, state, progress.reporter(config, "series"))
     state.baseline = outcomes_of(summary)
     state.baseline_meta = where
 

@@ -33,6 +33,7 @@ from ..host.vng import mem_available_bytes, size_bytes
 from ..library.devices import FILESYSTEMS
 from ..library.features import GuestFacts
 from ..library.guest import Guest
+from . import progress
 from . import series as series_plugin
 from .options import HARNESS_FIXTURES, given, setting
 
@@ -156,6 +157,7 @@ class HarnessState:
             raise pytest.UsageError("--overlay-patch/--overlay-base and --overlay-module: the series "
                                     "is built from a source (--overlay-src, or the kernel's own)")
         built = (self.worker or {}).get("ovh_overlay_modules", {})
+        built_log = progress.reporter(self.config, "build")
         kernels = list(kernels)
         for i, k in enumerate(kernels):
             out = self.run_dir / "overlay-module" / k.release
@@ -164,9 +166,9 @@ class HarnessState:
                     module = modbuild.OverlayModule(**{**built[k.release],
                                                        "path": Path(built[k.release]["path"])})
                 elif based:
-                    module = series_plugin.build(self, k, out)
+                    module = series_plugin.build(self, k, out, log=built_log)
                 elif src:
-                    module = modbuild.build(src, k, out)
+                    module = modbuild.build(src, k, out, log=built_log)
                 else:
                     module = modbuild.use(path, k, out)
                 kernels[i] = modbuild.substitute(k, module, out)
@@ -191,7 +193,8 @@ class HarnessState:
         if self._accel is None:
             try:
                 found = accel_mod.resolve(setting(self.config, "accel"), self.kernels[0],
-                                          reprobe=self.config.getoption("accel_reprobe"))
+                                          reprobe=self.config.getoption("accel_reprobe"),
+                                          log=progress.reporter(self.config, "accel"))
                 accel_mod.check_required(found, setting(self.config, "require_accel"))
             except ValueError as e:
                 raise pytest.UsageError(str(e)) from None

@@ -16,36 +16,13 @@ import contextlib
 import json
 import logging
 
+from .progress import live_log_shows_info, new_line, terminal
 from .session import KERNEL_PROP
 
 BOOT_PROP = "vm_boot_s"  # on the set-up report of the case that waited for a boot
 BOOT_ACCEL_PROP = "vm_accel"  # ... and the accelerator of that boot
 PHASES = ("setup", "call", "teardown")
 LOG = logging.getLogger("overlay_harness.boot")
-
-
-def _live_log_shows_info(config):
-    """Whether pytest's live logging prints INFO records (--log-cli-level / log_cli_level)."""
-    level = config.getoption("log_cli_level", None) or config.getini("log_cli_level")
-    if not level:
-        return False
-    number = logging.getLevelName(str(level).upper()) if not str(level).isdigit() else int(level)
-    return isinstance(number, int) and number <= logging.INFO
-
-
-def _terminal(config):
-    """The terminal reporter boot lines go to, or None (-q, no terminal, an xdist worker)."""
-    if hasattr(config, "workerinput") or config.get_verbosity() < 0:
-        return None
-    return config.pluginmanager.get_plugin("terminalreporter")
-
-
-def _new_line(tr):
-    """Start a line of our own, also after xdist's progress dots (which pytest's
-    ensure_newline does not know of)."""
-    tr.ensure_newline()
-    if getattr(getattr(tr, "_tw", None), "width_of_current_line", 0):
-        tr.write("\n")
 
 
 def boot_line(kernel, accel, seconds=None, worker=None):
@@ -58,7 +35,7 @@ def announce_boot(config, vm):
     """Around a boot of `vm`: its kernel and accelerator on the terminal, then the time
     to ready (vm.timings["ready"], what the case's report carries as vm_boot_s)."""
     LOG.info(boot_line(vm.kernel.label, vm.accel.name))
-    tr = None if _live_log_shows_info(config) else _terminal(config)
+    tr = None if live_log_shows_info(config) else terminal(config)
     if tr is None:
         ready = None
         try:
@@ -73,7 +50,7 @@ def announce_boot(config, vm):
         return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
 
     with uncaptured():
-        _new_line(tr)
+        new_line(tr)
         tr.write(boot_line(vm.kernel.label, vm.accel.name), flush=True)
     ready = None
     try:
@@ -122,9 +99,9 @@ class TimeKeeper:
                     per["boots_s"].append(boot)
                 seconds = max(0.0, seconds - boot)
                 worker = getattr(getattr(report, "node", None), "workerinput", {}).get("workerid")
-                tr = _terminal(self.state.config)
+                tr = terminal(self.state.config)
                 if worker and tr is not None:  # booted in an xdist worker: say it here
-                    _new_line(tr)
+                    new_line(tr)
                     # never state.accel here: a passive controller would probe for one
                     accel = props.get(BOOT_ACCEL_PROP) or getattr(self.state.known_accel, "name", None)
                     tr.write_line(boot_line(kernel, accel, boot, worker))
