@@ -270,3 +270,17 @@ def test_one_target_per_xdist_worker(pytester):
     good = pytester.runpytest_subprocess(*PLUGINS, "-n", "2", "--target=ssh://192.0.2.1",
                                          "--target=ssh://192.0.2.2", "--collect-only")
     assert good.ret == 0, good.stdout.str() + good.stderr.str()
+
+
+def test_a_target_that_refuses_the_connection_stops_the_run_naming_the_target(pytester):
+    """Nothing listens on the port: the run stops before its first case (exit 3) with the
+    target's name and the reason, not as a VM that did not boot."""
+    from sshd import free_port
+    port = free_port()
+    pytester.makepyfile(test_k="def test_k(guest):\n    pass\n")
+    result = pytester.runpytest_subprocess(*PLUGINS, f"--target=ssh://root@127.0.0.1:{port}",
+                                           f"--results-dir={pytester.path / 'results'}")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 3, out
+    assert f"the target ssh://root@127.0.0.1:{port} gave no session" in out, out
+    assert "the VM did not boot" not in out

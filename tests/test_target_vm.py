@@ -3,15 +3,19 @@
 127.0.0.1 only) stands in for a machine the harness does not boot. The volatile cases on
 ext4 run on it over SSH and end as they do on a guest the harness boots itself, case by
 case; nothing is left in it afterwards; a target that stops answering fails the case
-that lost it and errors the worker's next ones as gone.
+that lost it and errors the worker's next ones as gone; with --target-reboot (here a power
+switch the test drives: the VM stopped and booted again, keeping its host keys) the next
+case runs on the new boot.
 
 Run under the shared VM lock: `flock /tmp/ovh-vm.lock .venv/bin/pytest tests/test_target_vm.py`."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +49,53 @@ class SshdVM(vm_mod.VM):
     @property
     def ssh_key(self):
         return self.workdir / "home/.cache/virtme-ng/.ssh/id_virtme"  # virtme-ng makes it
+
+    def _boot(self, home):
+        """As a real machine keeps its host keys across a reboot: the keys virtme-ng made at
+        the first boot are given back to every later one (VM.start clears HOME)."""
+        keys, kept = home / ".cache/virtme-ng/.ssh", self.workdir / "ssh-keys"
+        if kept.is_dir():
+            shutil.copytree(kept, keys, symlinks=True)
+        booted = super()._boot(home)
+        if not kept.is_dir():
+            shutil.copytree(keys, kept, symlinks=True)
+        return booted
+
+
+class PowerSwitch:
+    """What --target-reboot drives in the test: a command that asks for a reboot (a flag
+    file) and waits until this thread has stopped the target VM, booted it again and seen
+    sshd answer, as a power switch and a boot would."""
+
+    def __init__(self, machine, flag):
+        self.machine, self.flag, self.boots, self.error = machine, flag, 0, None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def command(self):
+        return f"touch {self.flag} && while [ -e {self.flag} ]; do sleep 0.5; done"
+
+    def _serve(self):
+        while not self.done.is_set():
+            if self.flag.exists():
+                try:
+                    self.machine.stop()
+                    self.machine.start()
+                    ensure_guest_network(Guest(self.machine.agent))
+                    if not wait_for(lambda: ssh_answers(self.machine.ssh_port), timeout=60, interval=0.5):
+                        raise AssertionError("no sshd answered after the reboot")
+                    self.boots += 1
+                except Exception as e:  # the test reports it
+                    self.error = e
+                finally:
+                    self.flag.unlink()
+            time.sleep(0.2)
+
+    def close(self):
+        self.done.set()
+        self.thread.join(timeout=10)
 
 
 def ensure_guest_network(g):
@@ -146,6 +197,28 @@ def test_after(guest):
     pass
 """
 
+REBOOT_THE_TARGET = """
+from pathlib import Path
+
+BOOT_IDS = Path({boot_ids!r})
+
+
+def boot_id(guest):
+    return guest.must.read_file("/proc/sys/kernel/random/boot_id").decode().strip()
+
+
+def test_before(guest):
+    BOOT_IDS.with_name("before").write_text(boot_id(guest))
+
+
+def test_kills_sshd(guest):
+    guest.run(["pkill", "-KILL", "sshd"], check=False)
+
+
+def test_after_the_reboot(guest):
+    BOOT_IDS.with_name("after").write_text(boot_id(guest))
+"""
+
 
 def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path, request):
     from overlay_harness.plugin.session import STATE_KEY
@@ -225,6 +298,30 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
         assert left and left[0].startswith("/tmp/ovh-target.") and all(
             x.startswith(left[0] + "/scratch/test_kills_sshd") for x in left[1:]), left
         assert g.must.read_file(f"/sys/block/{os.path.basename(own)}/loop/backing_file")  # spared
+
+        # With --target-reboot the lost target is rebooted (a new boot id), the harness waits
+        # for SSH and the next case runs on the new boot.
+        (tmp_path / "reboot").mkdir()
+        (tmp_path / "reboot/test_reboot.py").write_text(
+            REBOOT_THE_TARGET.format(boot_ids=str(tmp_path / "reboot" / "ids")))
+        switch = PowerSwitch(machine, tmp_path / "reboot-requested")
+        try:
+            rebooted, summary_r, _, _ = pytest_run(
+                [str(tmp_path / "reboot"), *target, f"--target-reboot={switch.command}"],
+                tmp_path / "rebooted", env, timeout=300)
+        finally:
+            switch.close()
+        assert switch.error is None, switch.error
+        rec = {r["case"].split("::")[-1]: r for r in summary_r["results"]}
+        assert rec["test_before"]["outcome"] == "passed", rebooted.stdout[-3000:]
+        assert rec["test_kills_sshd"]["outcome"] == "error"
+        assert rec["test_kills_sshd"].get("infra_error") == "lost"
+        assert rec["test_after_the_reboot"]["outcome"] == "passed", rebooted.stdout[-3000:]
+        assert switch.boots == 1
+        before, after = ((tmp_path / "reboot" / n).read_text() for n in ("before", "after"))
+        g = Guest(machine.agent)
+        assert before != after == g.must.read_file("/proc/sys/kernel/random/boot_id").decode().strip()
+        assert guest_leftovers(g, None) == [], "the run after the reboot left things in the guest"
     finally:
         machine.stop()
     wait_for(lambda: not qemu_processes(machine.name), 10)

@@ -10,7 +10,7 @@ import pytest
 
 from ..host import kernel as kernel_mod
 from ..host.agent_client import HarnessError
-from ..host.target import TargetGone
+from ..host.target import SshTarget, TargetGone
 from ..library import tracing
 from ..library.devices import Filesystem, ScratchDevice
 from ..library.features import prepare_guest, require
@@ -59,7 +59,9 @@ def _boot(machine, state, single=True, request=None):
         raise
     except HarnessError as e:
         machine.stop()
-        message = f"{machine.kernel.release}: the VM did not boot: {e}"
+        what = (f"the target {machine.spec} gave no session" if isinstance(machine, SshTarget)
+                else "the VM did not boot")
+        message = f"{machine.kernel.release}: {what}: {e}"
         if single:
             state.boot_failure = message
             if state.worker is not None and request is not None:
