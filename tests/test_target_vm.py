@@ -335,3 +335,45 @@ def test_cases_on_a_target_end_as_on_a_guest_the_harness_boots(kernel, tmp_path,
     print(f"per case (setup+call+teardown, mean): over SSH {per_case_s(timing_t):.2f} s, "
           f"virtio port {per_case_s(timing_b):.2f} s; runs {wall_t:.0f} s / {wall_b:.0f} s "
           f"(booted: with its boot {timing_b['boots_s']}; the target's session start {timing_t['boots_s']})")
+
+
+def test_two_targets_share_one_run_under_xdist(kernel, tmp_path, request):
+    """-n 2 with two --target machines: each worker runs its cases on its own target (the
+    results name the target each ran on), the cases end as on one target, and neither
+    machine keeps anything. The two guests share one client key and host key pair (the
+    second is given the first's keys), so that one --target-key serves both."""
+    from overlay_harness.plugin.session import STATE_KEY
+    state = request.config.stash[STATE_KEY]
+    machines = [SshdVM(kernel, state.accel, tmp_path / f"vm{i}", name=f"ovh-selftest-target{i}",
+                       ssh_port=free_port()) for i in range(2)]
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    env = dict(os.environ, HOME=str(home))
+    try:
+        machines[0].start()
+        shutil.copytree(machines[0].workdir / "ssh-keys", machines[1].workdir / "ssh-keys", symlinks=True)
+        machines[1].start()
+        for m in machines:
+            ensure_guest_network(Guest(m.agent))
+            assert wait_for(lambda m=m: ssh_answers(m.ssh_port), timeout=60, interval=0.5), m.name
+        keys = "".join(subprocess.run(["ssh-keyscan", "-p", str(m.ssh_port), "127.0.0.1"],
+                                      capture_output=True, text=True, timeout=60, check=True).stdout
+                       for m in machines)
+        (home / ".ssh/known_hosts").write_text(keys)
+        specs = [f"ssh://root@127.0.0.1:{m.ssh_port}" for m in machines]
+        done, summary, _, _ = pytest_run(CASES + ["-n", "2", *(f"--target={s}" for s in specs),
+                                                  f"--target-key={machines[0].ssh_key}"],
+                                         tmp_path / "two", env)
+        assert summary and summary["results"], done.stdout[-3000:]
+        by_target = {}
+        for r in summary["results"]:
+            by_target.setdefault(r["kernel"], []).append(r["outcome"])
+        assert set(by_target) == set(specs), by_target
+        assert all(o in ("passed", "xfailed", "skipped") for outs in by_target.values() for o in outs), \
+            done.stdout[-3000:]
+        for m in machines:
+            assert guest_leftovers(Guest(m.agent), None) == [], m.name
+    finally:
+        for m in machines:
+            m.stop()
+    wait_for(lambda: not any(qemu_processes(m.name) for m in machines), 10)
