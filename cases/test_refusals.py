@@ -189,37 +189,49 @@ def test_stacking_depth_is_limited(guest):
 
 # -- options a mount ignores -------------------------------------------------------------------
 
-@pytest.mark.parametrize("extra,message,not_shown", [
-    pytest.param("workdir={w}", 'option "workdir=%s" is useless in a non-upper mount, ignore',
+NO_INDEX = 'option "index=on" is useless in a non-upper mount, ignore'
+NO_NFS_EXPORT = ('NFS export requires "redirect_dir=nofollow" on non-upper mount, falling back to '
+                 'nfs_export=off.')
+
+
+@pytest.mark.parametrize("extra,messages,not_shown", [
+    pytest.param("workdir={w}", ['option "workdir=%s" is useless in a non-upper mount, ignore'],
                  "workdir", id="workdir"),
-    pytest.param("index=on", 'option "index=on" is useless in a non-upper mount, ignore',
-                 "index=on", id="index"),
-    pytest.param("volatile", 'option "volatile" is meaningless in a non-upper mount, ignoring it.',
+    pytest.param("index=on", [NO_INDEX], "index=on", id="index"),
+    pytest.param("volatile", ['option "volatile" is meaningless in a non-upper mount, ignoring it.'],
                  "volatile", id="volatile"),
-    pytest.param("nfs_export=on,redirect_dir=follow",
-                 'NFS export requires "redirect_dir=nofollow" on non-upper mount, falling back to '
-                 'nfs_export=off.', "nfs_export=on", id="nfs_export-redirect-follow"),
+    pytest.param("nfs_export=on,redirect_dir=follow", [NO_NFS_EXPORT], "nfs_export=on",
+                 id="nfs_export-redirect-follow"),
+    # nfs_export needs index: the index=on that is ignored must not keep it on (with the
+    # default redirect_dir, which follows redirects, it falls back as above).
+    pytest.param("index=on,nfs_export=on", [NO_INDEX, NO_NFS_EXPORT], "nfs_export=on",
+                 id="index-nfs_export"),
 ])
-def test_option_ignored_without_upper(guest, extra, message, not_shown):
+def test_option_ignored_without_upper(guest, extra, messages, not_shown):
     """overlayfs.rst: without upperdir "the overlay will be read-only"; options that need an
     upper layer are ignored (the message says so), so the read-only mount succeeds and
     /proc/self/mounts shows neither the option nor a writable mount."""
     a, b = lowers(guest, 2)
     w, = dirs(guest, "w")
-    with expect_kmsg(guest, message):
+    with expect_kmsg(guest, *messages):
         assert raw_mount(guest, f"lowerdir={a}:{b},{extra.format(w=w)}") == 0
     shown = mount_options(guest, f"{guest.scratch}/raw.merged")
     assert "ro" in shown
     assert not [o for o in shown if o.startswith(not_shown)]
 
 
-def test_xino_on_with_one_filesystem_is_ignored(guest, lower):
+@pytest.mark.parametrize("with_upper", [True, False], ids=["upper", "lowers-only"])
+def test_xino_on_with_one_filesystem_is_ignored(guest, with_upper):
     """'"xino=on" is useless with all layers on same fs, ignore.': with every layer on the
-    scratch tmpfs the overlay's st_ino is the real inode's, no fsid in its high bits."""
+    scratch tmpfs (an upper and a lower, or two lowers and no upper) the overlay's st_ino
+    is the real inode's, no layer's fsid in its high bits (overlayfs.rst, "Inode
+    properties": all layers on the same fs keep the real st_ino)."""
+    a, b = lowers(guest, 2)
+    data = plain(guest, a) if with_upper else f"lowerdir={a}:{b}"
     with expect_kmsg(guest, '"xino=on" is useless with all layers on same fs, ignore.'):
-        assert raw_mount(guest, f"{plain(guest, lower)},xino=on") == 0
+        assert raw_mount(guest, f"{data},xino=on") == 0
     merged = f"{guest.scratch}/raw.merged"
-    assert guest.must.stat(f"{merged}/f")["st_ino"] == guest.must.stat(f"{lower}/f")["st_ino"]
+    assert guest.must.stat(f"{merged}/f0")["st_ino"] == guest.must.stat(f"{a}/f0")["st_ino"]
 
 
 # -- module parameters: an explicit option wins over a default ---------------------------------
@@ -385,6 +397,22 @@ def test_upper_without_xattrs_falls_back(guest, lower, ramfs, extra, messages, n
     assert "rw" in shown
     if not_shown:
         assert not_shown not in shown
+
+
+def test_userxattr_upper_without_user_xattrs_falls_back_to_index_off(guest, lower):
+    """With userxattr the overlay keeps its xattrs as user.overlay.*: an upper that has file
+    handles but no user.* xattrs (tmpfs before 6.6) cannot hold them, so, as on an upper
+    without xattrs, "failed to set xattr on upper" and "...falling back to index=off,
+    metacopy=off.": the mount is read-write and index=on, which needs the xattrs, is not shown."""
+    probe = make_tree(guest, f"{guest.scratch}/probe", {"f": b""})
+    if guest.setxattr(f"{probe}/f", "user.probe", b"1") == 0:
+        pytest.skip("the scratch tmpfs holds user.* xattrs on this kernel (tmpfs has had them since 6.6)")
+    with expect_kmsg(guest, "failed to set xattr on upper", ("...falling back to index=off,metacopy=off.",
+                                                             "...falling back to index=off.")):
+        assert raw_mount(guest, f"{plain(guest, lower)},userxattr,index=on") == 0
+    shown = mount_options(guest, f"{guest.scratch}/raw.merged")
+    assert "rw" in shown and "userxattr" in shown
+    assert "index=on" not in shown
 
 
 @pytest.mark.parametrize("extra,message,not_shown", [

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 from procs import wait_for
-from sshd import LocalSshd, available, keygen
+from sshd import SSHD, LocalSshd, available, keygen
 
 from overlay_harness.host import target as target_mod
 from overlay_harness.host.agent_client import GuestLost, GuestTimeout
@@ -246,6 +246,20 @@ def test_a_reboot_command_must_bring_a_new_boot(target, tmp_path):
     target.reboot = "exit 3"
     with pytest.raises(BootError, match="--target-reboot exited with 3"):
         target.restart()
+
+
+def test_a_target_down_when_its_session_starts_is_brought_up_by_the_reboot_command(target, sshd):
+    """A machine that is off when the run (or the next session) starts: the reboot command
+    (here: start the SSH server again, as a power switch would) runs first, then the session."""
+    sshd.stop()
+    assert not target.answers()
+    target.reboot = f"{SSHD} -f {sshd.dir / 'sshd_config'}"  # sshd daemonizes: the machine is 'on'
+    try:
+        target.start()
+        assert target.boots == 1 and target.agent.request("ping")["pid"]
+    finally:
+        target.stop()
+        os.kill(int((sshd.dir / "sshd.pid").read_text()), signal.SIGTERM)
 
 
 def test_a_target_run_boots_nothing_here(pytester):

@@ -235,6 +235,8 @@ class SshTarget:
         if self.gone:
             raise TargetGone(self.gone)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.reboot and not self.answers():
+            self._reboot(self.boot_id)  # down before this session: the reboot command powers it on
         self.boots += 1
         self._log(f"\n===== overlay-harness: session {self.boots} of {self.name}: {self.spec} =====")
         self.boot_offset = self.console_log.stat().st_size
