@@ -579,11 +579,12 @@ class SshTarget:
             if self.answers(timeout=5.0):
                 try:
                     self.ssh = self._connect()
-                    rc, out, _ = self._exec("cat /proc/sys/kernel/random/boot_id", timeout=10)
+                    rc, out, _ = self._exec("cat /proc/sys/kernel/random/boot_id",
+                                            timeout=max(10.0, deadline - time.monotonic()))
                     if rc == 0 and out.strip() != old_boot:
                         return
-                except BootError:
-                    pass
+                except (BootError, paramiko.SSHException, OSError, EOFError):
+                    pass  # still coming up: SSH can greet before it serves a session in time
                 finally:
                     if self.ssh is not None:
                         self.ssh.close()
